@@ -1,0 +1,54 @@
+# hyperformer: install / test / demo / lab / export / clean.
+# `make test` is the project's test command (README, .ci/run); it installs first when needed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Without a GPU take the CPU build of torch (a local wheel on our machines) so pip never pulls a multi-GB CUDA build.
+# GPU users keep whatever CUDA torch the open `torch>=2.6` range resolves to; override with `make install TORCH_SPEC=...`.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo torch==2.13.0)
+PIP_FLAGS ?= -qq --disable-pip-version-check
+
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test check-sync pytest export clean-nbs lab demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) $(TORCH_SPEC) -e ".[dev]"
+	touch $@
+
+test: install check-sync pytest
+
+# The library must be exactly what the notebooks export, and the notebooks must be clean (outputs, metadata).
+check-sync: install
+	$(BIN)/nbdev_export
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  drift="$$(git status --porcelain -- hyperformer)"; \
+	  if [ -n "$$drift" ]; then echo "hyperformer/ differs from what nbs/ exports; run nbdev_export and commit:"; echo "$$drift"; exit 1; fi; \
+	fi
+	$(BIN)/nbdev_clean
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  drift="$$(git status --porcelain -- nbs)"; \
+	  if [ -n "$$drift" ]; then echo "notebooks are not clean; run nbdev_clean and commit:"; echo "$$drift"; exit 1; fi; \
+	fi
+
+pytest: install
+	$(BIN)/python -m pytest tests
+
+export: install
+	$(BIN)/nbdev_export
+
+clean-nbs: install
+	$(BIN)/nbdev_clean
+
+lab: install
+	$(BIN)/jupyter lab nbs
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
