@@ -23,9 +23,10 @@ from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_adap
 from .hypernet import build_adapters
 
 # %% auto #0
-__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'architecture_name', 'base_config', 'build_base_model', 'load_base_model',
-           'AdapterSite', 't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning',
-           'HyperFormerModel']
+__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS',
+           'architecture_name', 'base_config', 'build_base_model', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
+           'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning', 'HyperFormerModel', 'base_fingerprint',
+           'read_adapter_meta', 'ParameterCount', 'paper_formula', 'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -252,3 +253,153 @@ def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs)
     try: return self.base.generate(*args, **kwargs)
     finally: self._generating = False
 HyperFormerModel.generate = _generate
+
+# %% ../nbs/03_model.ipynb #3e6d1378
+ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"
+BASE_FINGERPRINT_KEYS = ("model_type", "d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers",
+                         "vocab_size", "feed_forward_proj", "tie_word_embeddings")
+
+def base_fingerprint(config) -> dict:
+    "The shape-defining fields of a base model config."
+    return {k: getattr(config, k, None) for k in BASE_FINGERPRINT_KEYS}
+
+def _trainable_state(self:HyperFormerModel) -> dict[str, Tensor]:
+    "The trainable parameters by name (tied parameters appear once)."
+    return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+def _save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write into (created if needed)
+                  base_name_or_path:str|None=None, # recorded base model id; default: the base config's name_or_path
+                 ) -> Path:
+    "Write the trainable parameters and the adapter/base description to `directory`."
+    directory = Path(directory)
+    state = {n: p.detach().contiguous().cpu() for n, p in self._trainable_state().items()}
+    meta = {"format": "hyperformer-adapter", "format_version": 1, "hyperformer_version": hyperformer.__version__,
+            "adapter_config": self.adapter_config.to_dict(),
+            "base_model": {"name_or_path": base_name_or_path or self.base.config.name_or_path, **base_fingerprint(self.base.config)},
+            "parameters": {n: list(t.shape) for n, t in state.items()}}
+    atomic_write(directory / ADAPTER_WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_text(directory / ADAPTER_CONFIG_NAME, json.dumps(meta, indent=2))
+    return directory
+
+def read_adapter_meta(directory:str|Path) -> dict:
+    "The JSON description of a saved adapter, with a clear error when it is not one."
+    path = Path(directory) / ADAPTER_CONFIG_NAME
+    if not path.is_file() or not (Path(directory) / ADAPTER_WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{directory} holds no hyperformer adapter: expected {ADAPTER_CONFIG_NAME} and {ADAPTER_WEIGHTS_NAME} (written by save_adapter)")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
+    return meta
+
+def _check_base(meta:dict, config, directory) -> None:
+    saved = meta["base_model"]
+    diffs = {k: (saved.get(k), v) for k, v in base_fingerprint(config).items() if saved.get(k) != v}
+    if diffs:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs given {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(f"the adapter in {directory} was trained on base {saved.get('name_or_path')!r}, which differs "
+                         f"from the given base model ({detail}); load {saved.get('name_or_path')!r} as the base")
+
+def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel:
+    "Load a saved adapter into this model; method, tasks, sizes and base must match."
+    meta = read_adapter_meta(directory)
+    saved = AdapterConfig.from_dict(meta["adapter_config"])
+    if saved != self.adapter_config:
+        diffs = {k: (v, getattr(self.adapter_config, k)) for k, v in saved.to_dict().items() if v != self.adapter_config.to_dict()[k]}
+        raise ValueError(f"the adapter in {directory} was saved with a different adapter config: "
+                         + ", ".join(f"{k}: checkpoint {a!r} vs this model {b!r}" for k, (a, b) in diffs.items())
+                         + "; build the model with HyperFormerModel.from_pretrained(directory, base) instead")
+    _check_base(meta, self.base.config, directory)
+    state, params = load_file(str(Path(directory) / ADAPTER_WEIGHTS_NAME)), self._trainable_state()
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected: raise ValueError(f"{directory}: parameters missing {missing[:5]}, unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            if p.shape != state[name].shape: raise ValueError(f"{directory}: {name} has shape {tuple(state[name].shape)}, model expects {tuple(p.shape)}")
+            p.copy_(state[name])
+    return self
+
+@classmethod
+def _from_pretrained(cls, directory:str|Path, # a folder written by `save_adapter`
+                     base:PreTrainedModel, # the base model the adapter was trained on (freshly loaded)
+                    ) -> HyperFormerModel:
+    "Build the saved method on `base` and load the adapter into it."
+    meta = read_adapter_meta(directory)
+    _check_base(meta, base.config, directory)
+    return cls(base, AdapterConfig.from_dict(meta["adapter_config"])).load_adapter(directory)
+
+HyperFormerModel._trainable_state, HyperFormerModel.save_adapter, HyperFormerModel.load_adapter = _trainable_state, _save_adapter, _load_adapter
+HyperFormerModel.from_pretrained = _from_pretrained
+
+# %% ../nbs/03_model.ipynb #74a0c62c
+def _base_without_adapters(self:HyperFormerModel, copy_base:bool=True # False: detach from this model's own base for good
+                          ) -> PreTrainedModel:
+    "The stock base model with no hooks: a deep copy (default), or this model's own base with the hooks removed."
+    self._detach_hooks()
+    if not copy_base: return self.base
+    try: return copy.deepcopy(self.base)
+    finally:
+        if self.adapters is not None: self._attach_hooks()
+
+@torch.no_grad()
+def _export_static_adapter(self:HyperFormerModel, task:str|int, # the task (name or index) to export
+                          ) -> HyperFormerModel:
+    "A single-task `adapters` model whose plain adapter weights are this model's generated ones for `task`."
+    index = task if isinstance(task, int) else self.adapter_config.task_id(task)
+    name = self.adapter_config.tasks[index]
+    static = HyperFormerModel(self.base_without_adapters(), self.adapter_config.replace(method="adapters", tasks=(name,), init="faithful"))
+    if self.adapters is not None:
+        weights = self.adapters([index])
+        for stack in STACKS:
+            bank, w = getattr(static.adapters, stack), weights[stack]
+            for key in ("down_weight", "down_bias", "up_weight", "up_bias"): getattr(bank.tasks[name], key).copy_(getattr(w, key)[0])
+            bank.norm_weight.copy_(w.norm_weight[0]); bank.norm_bias.copy_(w.norm_bias[0])
+    return static.train(self.training)
+
+HyperFormerModel.base_without_adapters, HyperFormerModel.export_static_adapter = _base_without_adapters, _export_static_adapter
+
+# %% ../nbs/03_model.ipynb #1dd71b73
+@dataclass(frozen=True)
+class ParameterCount:
+    "Parameter accounting of one method on one base model."
+    model:str; method:str; n_tasks:int; reduction_factor:int; single_task:bool
+    base:int; added:int; trainable:int
+    total_multiple:float; trained_per_task_percent:float
+    formula:int|None
+    def to_dict(self) -> dict: return asdict(self)
+
+def paper_formula(method:str, n_tasks:int, n_layers:int, d_model:int, bottleneck:int, t:int=64, e:int=128) -> int|None:
+    "The §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++; None otherwise."
+    h, d, T, L = d_model, bottleneck, n_tasks, n_layers
+    if method in ("adapters", "adapters-shared"): return 4 * T * L * (2 * h * d + 2 * h)
+    if method == "hyperformer++": return t * (T + 4 + 2 * L) + 8 * t * e + 2 * t * (2 * h * d + 2 * h)
+    return None
+
+def count_parameters(model:HyperFormerModel, # a built model (any device, `meta` included)
+                     runs:int=1, # separate single-task models the experiment trains (8 for the single-task rows)
+                     name:str|None=None, # label for the base model
+                    ) -> ParameterCount:
+    "Base, added and trainable parameters of `model`, with the paper's two columns and its formula."
+    cfg, base_cfg = model.adapter_config, model.base.config
+    base = sum(p.numel() for p in model.base.parameters())
+    added = sum(p.numel() for p in model.adapters.parameters()) if model.adapters is not None else 0
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if cfg.method == "finetune": total = runs * (base + added) / base
+    else: total = (base + runs * added) / base
+    formula = (paper_formula(cfg.method, cfg.n_tasks * runs, base_cfg.num_layers, base_cfg.d_model, cfg.bottleneck_dim(base_cfg.d_model),
+                             cfg.hypernet_input_dim, cfg.projector_hidden_dim) if cfg.has_adapters else None)
+    return ParameterCount(name or base_cfg.name_or_path, cfg.method, cfg.n_tasks * runs, cfg.reduction_factor, runs > 1,
+                          base, added, trainable, total, 100 * trainable / cfg.n_tasks / base, formula)
+
+def parameter_report(model:str="t5-base", # a built-in architecture name or hub id
+                     method:str="hyperformer++", # one of METHODS
+                     n_tasks:int=8, # tasks of the experiment
+                     reduction_factor:int=32, # adapter reduction factor r
+                     single_task:bool|None=None, # one model per task; default: True for `adapters`, False otherwise
+                     **adapter_kwargs, # other AdapterConfig fields (ablations, dims)
+                    ) -> ParameterCount:
+    "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
+    if not isinstance(n_tasks, int) or n_tasks < 1: raise ValueError(f"n_tasks={n_tasks!r} must be a positive integer")
+    single = method == "adapters" if single_task is None else single_task
+    tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
+    config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)
+    with torch.device("meta"): m = HyperFormerModel(build_base_model(model), config)
+    return count_parameters(m, runs=n_tasks if single else 1, name=architecture_name(model))

@@ -1,0 +1,39 @@
+"""The `hyperformer` console script, run as a user would (a separate process)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+SCRIPT = Path(sys.executable).with_name("hyperformer")
+
+
+def run_cli(*args):
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=ENV, timeout=120)
+
+
+@pytest.mark.parametrize("model,method,added,per_task", [
+    ("t5-base", "hyperformer++", 5_163_440, 0.29),
+    ("t5-small", "adapters-shared", 3_271_680, 0.68),
+    ("google-t5/t5-small", "adapters", 430_464, 0.74),
+])
+def test_params_json_is_one_object(model, method, added, per_task):
+    done = run_cli("params", "--model", model, "--method", method, "--n-tasks", "8", "--reduction-factor", "32", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["added"] == added and round(result["trained_per_task_percent"], 2) == per_task
+    assert set(result) >= {"base", "added", "trainable", "total_multiple", "trained_per_task_percent", "formula"}
+
+
+def test_params_bad_reduction_factor_is_a_clear_error():
+    done = run_cli("params", "--model", "t5-base", "--reduction-factor", "5")
+    assert done.returncode == 2
+    assert "reduction_factor=5 does not divide d_model=768" in done.stderr
+
+
+def test_unknown_method_is_rejected_by_the_parser():
+    done = run_cli("params", "--method", "lora")
+    assert done.returncode == 2 and "invalid choice: 'lora'" in done.stderr
