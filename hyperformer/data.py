@@ -379,8 +379,8 @@ def load_splits(task:str|TaskSpec, # task name or spec
         if split not in cache:
             cache[split] = load_task_split(task, split, None if source == "hub" else data_dir, revision)
         return cache[split]
-    needed = set(task.split_map.values()) - ({"test"} if protocol == "reference" and task.reference_group == "small" else set())
-    sizes = {s: len(get(s)) for s in sorted(needed) if s in task.split_map.values()}
+    needed = sorted({src for src, _ in split_indices(task, protocol).values()})  # source splits this protocol reads
+    sizes = {s: len(get(s)) for s in needed}
     roles = split_indices(task, protocol, sizes, data_seed)
     out = {role: get(src).select(idx) for role, (src, idx) in roles.items()}
     if n_train is not None:

@@ -133,3 +133,15 @@ def test_every_sample_tokenises_and_collates():
         assert generation_length(task, tok) == (4 if task == "stsb" else 2)
     out = Seq2SeqCollator(tok)(batch)
     assert out["task_ids"].tolist() == [i for i in range(len(TASKS)) for _ in range(2)]
+
+
+@needs_shared
+def test_large_task_protocols_on_sst2():
+    ref = load_splits("sst2", "reference", data_seed=42, data_dir=SHARED)
+    assert tuple(len(ref[r]) for r in ("train", "validation", "test")) == (67348, 999, 871)
+    assert set(ref["validation"]["idx"]) <= set(ref["train"]["idx"]) | {67348}  # bug 2: validation rows are trained on
+    pap = load_splits("sst2", "paper", data_seed=42, data_dir=SHARED)
+    assert tuple(len(pap[r]) for r in ("train", "validation", "test")) == (66349, 1000, 872)
+    assert not set(pap["train"]["idx"]) & set(pap["validation"]["idx"])  # both from GLUE train, disjoint
+    with pytest.raises(FileNotFoundError, match=r"QNLI/train.tsv"):
+        load_splits("qnli", "paper", data_dir=SHARED)
