@@ -13,7 +13,8 @@ from .config import METHODS
 from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
-__all__ = ['add_params_parser', 'run_params', 'build_parser', 'main']
+__all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train', 'add_eval_parser', 'run_eval',
+           'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def _positive_int(text:str) -> int:
@@ -46,17 +47,93 @@ def run_params(args:argparse.Namespace) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #0f7c4d06
+import dataclasses
+import typing
+from pathlib import Path
+
+from .train import PROFILES, ExperimentConfig, RunError, evaluate_run, make_config, train
+
+def _flag_type(annotation) -> tuple[str, type|None]:
+    "('bool' | 'tuple' | 'scalar', python type) of a dataclass field annotation (a string under `from __future__`)."
+    text = str(annotation)
+    if text.startswith("bool"): return "bool", None
+    if text.startswith("tuple"): return "tuple", None
+    for name, kind in (("int", int), ("float", float)):
+        if text.startswith(name): return "scalar", kind
+    return "scalar", str
+
+def add_train_parser(subparsers) -> None:
+    "Register `train`, one flag per ExperimentConfig field."
+    p = subparsers.add_parser("train", help="train, select the best checkpoint on validation, evaluate it on test")
+    p.add_argument("--profile", default=None, choices=tuple(PROFILES), help="defaults: smoke (CPU, offline), paper, reference")
+    p.add_argument("--config", default=None, help="JSON file with ExperimentConfig fields (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run in --output-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace whatever --output-dir holds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name == "profile": continue
+        kind, cast = _flag_type(f.type)
+        flag = "--" + f.name.replace("_", "-")
+        if kind == "bool": p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif kind == "tuple": p.add_argument(flag, dest=f.name, default=None, help="comma-separated task names")
+        else: p.add_argument(flag, dest=f.name, type=cast, default=None)
+    p.set_defaults(run=run_train)
+
+def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
+    "The resolved config of `train`'s arguments (file, then flags; profile defaults fill the rest)."
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    values = values.get("config", values)  # a run's config.json works too
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"profile"}
+    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    profile = args.profile or values.pop("profile", None) or "smoke"
+    values.pop("profile", None)
+    return make_config(profile, **values)
+
+def run_train(args:argparse.Namespace) -> int:
+    result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
+                      "test_avg_flat": result["test"]["avg_flat"], "test_avg_macro": result["test"]["avg_macro"]}))
+    return 0
+
+# %% ../nbs/10_cli.ipynb #9ad0f419
+def add_eval_parser(subparsers) -> None:
+    "Register `eval`."
+    p = subparsers.add_parser("eval", help="evaluate a run's best checkpoint (or another) on tasks and splits")
+    p.add_argument("run_dir", help="a run directory written by `hyperformer train`")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: the run's eval tasks)")
+    p.add_argument("--split", default="test", choices=("validation", "test", "both"))
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: RUN_DIR/best)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_eval)
+
+def run_eval(args:argparse.Namespace) -> int:
+    splits = ("validation", "test") if args.split == "both" else (args.split,)
+    scores = evaluate_run(args.run_dir, args.tasks, splits, args.checkpoint)
+    if args.json: print(json.dumps(scores))
+    else:
+        for split, s in scores.items():
+            tasks = " ".join(f"{t} {'/'.join(f'{v:.2f}' for v in m.values())}" for t, m in s["tasks"].items())
+            print(f"{split}: avg_flat {s['avg_flat']:.2f} avg_macro {s['avg_macro']:.2f} | {tasks}")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #dd039813
 def build_parser() -> argparse.ArgumentParser:
     "The `hyperformer` argument parser with every subcommand."
     parser = argparse.ArgumentParser(prog="hyperformer", description="HyperFormer / HyperFormer++ reproduction (ACL 2021)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_params_parser(subparsers)
+    add_train_parser(subparsers)
+    add_eval_parser(subparsers)
     return parser
 
 def main(argv:list[str]|None=None) -> int:
     "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message."
     args = build_parser().parse_args(argv)
     try: return args.run(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, RunError) as e:
         print(f"hyperformer {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+# %% ../nbs/10_cli.ipynb #270f7b2e
+#| eval: false
+if __name__ == "__main__": sys.exit(main())  # python -m hyperformer.cli (torchrun, accelerate launch)
