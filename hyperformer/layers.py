@@ -14,8 +14,9 @@ from torch import Tensor, nn
 from .config import AdapterConfig
 
 # %% auto #0
-__all__ = ['FFN', 'SELF_ATTENTION', 'POSITION_NAMES', 'STACKS', 'site_index', 'StackAdapterWeights', 'conditional_layer_norm',
-           'apply_adapter', 'init_normal_', 'init_zeros_', 'init_linear_', 'TaskAdapterParameters', 'AdapterBank']
+__all__ = ['FFN', 'SELF_ATTENTION', 'POSITION_NAMES', 'STACKS', 'SiteWeights', 'site_index', 'StackAdapterWeights',
+           'conditional_layer_norm', 'split_sites', 'apply_site_adapter', 'apply_adapter', 'init_normal_',
+           'init_zeros_', 'init_linear_', 'TaskAdapterParameters', 'AdapterBank']
 
 # %% ../nbs/01_layers.ipynb #695d271f
 FFN, SELF_ATTENTION = 0, 1
@@ -72,7 +73,39 @@ def conditional_layer_norm(x:Tensor, # (B, N, h)
     if weight.dim() == 1: return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
     return torch.addcmul(bias.unsqueeze(1), F.layer_norm(x, x.shape[-1:], eps=eps), weight.unsqueeze(1))
 
-# %% ../nbs/01_layers.ipynb #ff97d625
+# %% ../nbs/01_layers.ipynb #bc4b0c81
+SiteWeights = tuple  # (down_weight, down_bias, up_weight, up_bias, norm_weight, norm_bias) of one site
+
+def split_sites(weights:StackAdapterWeights, # the stack's bundle
+                single_task:bool, # True: every row uses task 0 (the fast path); False: rows index the task axis
+               ) -> list[SiteWeights]:
+    "Per-site weights of a bundle: (d, h), (d,), (h, d), (h,) and norm (h,) when `single_task`, else with a leading task axis U (norms (h,) when shared)."
+    main = [weights.down_weight, weights.down_bias, weights.up_weight, weights.up_bias]
+    norms = [weights.norm_weight, weights.norm_bias]
+    per_site = [t[0].unbind(0) if single_task else t.unbind(1) for t in main]
+    per_site += [t[0].unbind(0) if single_task or t.shape[0] == 1 else t.unbind(1) for t in norms]
+    return list(zip(*per_site))
+
+def apply_site_adapter(hidden:Tensor, # (B, N, h) sub-layer output y
+                       site_weights:SiteWeights, # one entry of `split_sites`
+                       rows:Tensor|None, # (B,) task-axis index per row, or None when every row uses task 0
+                       activation:nn.Module, # the non-linearity phi
+                       eps:float=1e-5, # eps of the post layer norm
+                      ) -> Tensor:
+    "`y + N(U phi(D y + b_D) + b_U)` for every row of `hidden`, with one site's weights."
+    down_weight, down_bias, up_weight, up_bias, norm_weight, norm_bias = site_weights
+    if rows is None:
+        x = F.linear(activation(F.linear(hidden, down_weight, down_bias)), up_weight, up_bias)
+        return hidden + F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+    if rows.shape[0] != hidden.shape[0]:  # generate() expands rows for beams / several sequences per input
+        if hidden.shape[0] % rows.shape[0]:
+            raise ValueError(f"batch of {hidden.shape[0]} rows cannot be matched to {rows.shape[0]} task ids")
+        rows = rows.repeat_interleave(hidden.shape[0] // rows.shape[0])
+    x = torch.baddbmm(down_bias[rows].unsqueeze(1), hidden, down_weight[rows].transpose(1, 2))
+    x = torch.baddbmm(up_bias[rows].unsqueeze(1), activation(x), up_weight[rows].transpose(1, 2))
+    if norm_weight.dim() == 1: return hidden + F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps)
+    return hidden + conditional_layer_norm(x, norm_weight[rows], norm_bias[rows], eps)
+
 def apply_adapter(hidden:Tensor, # (B, N, h) sub-layer output y
                   weights:StackAdapterWeights, # the stack's bundle
                   site:int, # site index inside the stack
@@ -80,22 +113,10 @@ def apply_adapter(hidden:Tensor, # (B, N, h) sub-layer output y
                   activation:nn.Module, # the non-linearity phi
                   eps:float=1e-5, # eps of the post layer norm
                  ) -> Tensor:
-    "`y + N(U phi(D y + b_D) + b_U)` for every row of `hidden`."
-    if rows is None:
-        x = F.linear(hidden, weights.down_weight[0, site], weights.down_bias[0, site])
-        x = F.linear(activation(x), weights.up_weight[0, site], weights.up_bias[0, site])
-        x = F.layer_norm(x, x.shape[-1:], weights.norm_weight[0, site], weights.norm_bias[0, site], eps)
-        return hidden + x
-    if rows.shape[0] != hidden.shape[0]:  # generate() expands rows for beams / several sequences per input
-        if hidden.shape[0] % rows.shape[0]:
-            raise ValueError(f"batch of {hidden.shape[0]} rows cannot be matched to {rows.shape[0]} task ids")
-        rows = rows.repeat_interleave(hidden.shape[0] // rows.shape[0])
-    x = torch.baddbmm(weights.down_bias[rows, site].unsqueeze(1), hidden, weights.down_weight[rows, site].transpose(1, 2))
-    x = torch.baddbmm(weights.up_bias[rows, site].unsqueeze(1), activation(x), weights.up_weight[rows, site].transpose(1, 2))
-    norm_rows = rows if weights.norm_weight.shape[0] > 1 else torch.zeros_like(rows)
-    return hidden + conditional_layer_norm(x, weights.norm_weight[norm_rows, site], weights.norm_bias[norm_rows, site], eps)
+    "`y + N(U phi(D y + b_D) + b_U)` for every row of `hidden` (one call; the model splits the bundle once per forward)."
+    return apply_site_adapter(hidden, split_sites(weights, rows is None)[site], rows, activation, eps)
 
-# %% ../nbs/01_layers.ipynb #1d9ecd21
+# %% ../nbs/01_layers.ipynb #b1c00077
 @torch.no_grad()
 def init_normal_(*tensors:Tensor, std:float=1e-2) -> None:
     "Fill `tensors` from N(0, std^2) in place."
@@ -112,7 +133,7 @@ def init_linear_(layer:nn.Linear, std:float=1e-2) -> nn.Linear:
     if layer.bias is not None: init_zeros_(layer.bias)
     return layer
 
-# %% ../nbs/01_layers.ipynb #b1c00077
+# %% ../nbs/01_layers.ipynb #250fff60
 class TaskAdapterParameters(nn.Module):
     "Down/up projections of every site of one stack, for one task."
     def __init__(self, n_sites:int, d_model:int, bottleneck:int):

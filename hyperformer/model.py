@@ -19,7 +19,7 @@ from transformers.activations import ACT2FN
 
 import hyperformer
 from .config import AdapterConfig, atomic_write, atomic_write_text
-from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_adapter, site_index
+from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, site_index, split_sites
 from .hypernet import build_adapters
 
 # %% auto #0
@@ -135,6 +135,9 @@ class Conditioning:
     weights:dict[str, StackAdapterWeights]
     rows:Tensor|None
     task_indices:list[int]
+    sites:dict[str, list]|None=None # per stack, `split_sites` of its bundle (filled on creation)
+    def __post_init__(self):
+        if self.sites is None: self.sites = {s: split_sites(w, self.rows is None) for s, w in self.weights.items()}
 
 def _forward_signature() -> inspect.Signature:
     "T5's forward signature plus a keyword-only `task_ids` (the Trainer and generate() inspect it)."
@@ -233,7 +236,7 @@ def _adapt(self:HyperFormerModel, stack:str, site:int, hidden:Tensor) -> Tensor:
     c = self._conditioning
     if c is None:
         raise RuntimeError("no task conditioning is set: call the HyperFormerModel itself (with task_ids), not its .base")
-    return apply_adapter(hidden, c.weights[stack], site, c.rows, self.activation, self.adapter_config.adapter_norm_eps)
+    return apply_site_adapter(hidden, c.sites[stack][site], c.rows, self.activation, self.adapter_config.adapter_norm_eps)
 
 HyperFormerModel._adapter_weights, HyperFormerModel._condition, HyperFormerModel._adapt = _adapter_weights, _condition, _adapt
 HyperFormerModel.adapters_device = property(lambda self: next(self.adapters.parameters()).device)
