@@ -23,13 +23,14 @@ from .config import ADAPTER_METHODS, METHODS, SINGLE_TASK_METHODS, AdapterConfig
 from .model import T5_ARCHITECTURES, HyperFormerModel, architecture_name, base_config, build_base_model
 
 # %% auto #0
-__all__ = ['DEFAULT_METHODS', 'GENERATION_VARIANTS', 'TARGETS', 'BenchConfig', 'synthetic_batches', 'bench_tasks',
+__all__ = ['DEFAULT_METHODS', 'GENERATION_VARIANTS', 'OPTIMIZERS', 'TARGETS', 'BenchConfig', 'synthetic_batches', 'bench_tasks',
            'build_bench_model', 'TrainLoop', 'state_bytes', 'step_peak_bytes', 'generation_variants', 'time_generation',
            'run_benchmark', 'format_report', 'add_bench_parser', 'run_bench']
 
 # %% ../nbs/09_bench.ipynb #eaf193ec
 DEFAULT_METHODS = ("finetune", "adapters-shared", "hyperformer", "hyperformer++")
 GENERATION_VARIANTS = ("stock", "hyperformer++", "static-adapter")
+OPTIMIZERS = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 TARGETS = {  # (what, limit): ratio <= limit
     "train_time/adapters-shared": 0.80, "train_time/hyperformer": 0.90, "train_time/hyperformer++": 0.80,
     "train_memory/hyperformer++": 0.70,
@@ -54,6 +55,7 @@ class BenchConfig:
     generate:bool=True # measure generation latency
     generate_tokens:int|None=None # fixed output length; None -> target_length
     generate_repeats:int=5 # timed generate() calls per round and variant
+    optimizer:str="fused" # AdamW implementation: "fused" (the Trainer's default, adamw_torch_fused), "foreach" or "for-loop"
     threads:int|None=2 # torch intra-op threads (None: leave torch's setting)
     device:str|None=None # "cpu" or "cuda"; None -> cuda when available
     seed:int=0
@@ -77,6 +79,7 @@ class BenchConfig:
         if self.generate_tokens is not None and self.generate_tokens < 1:
             raise ValueError(f"generate_tokens={self.generate_tokens!r} must be a positive integer")
         if self.threads is not None and self.threads < 1: raise ValueError(f"threads={self.threads!r} must be >= 1")
+        if self.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer={self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.device not in (None, "cpu", "cuda"): raise ValueError(f"device={self.device!r}: use 'cpu' or 'cuda'")
         if self.device == "cuda" and not torch.cuda.is_available(): raise ValueError("device='cuda' but no CUDA device is available")
 
@@ -121,7 +124,7 @@ class TrainLoop:
         self.config, self.method, self.device = config, method, config.resolved_device
         self.model = build_bench_model(config, method).train()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=3e-4)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=3e-4, **OPTIMIZERS[config.optimizer])
         self.position = 0
 
     def prepare(self, batch:dict[str, Tensor]) -> dict[str, Tensor]:
@@ -346,6 +349,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--generate-repeats", type=_positive, default=d.generate_repeats)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak-memory measurement")
     p.add_argument("--no-generate", dest="generate", action="store_false", help="skip generation latency")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=d.optimizer, help="AdamW implementation (default: fused, as the Trainer)")
     p.add_argument("--threads", type=_positive, default=d.threads, help="torch intra-op threads")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--seed", type=int, default=d.seed)
