@@ -13,6 +13,9 @@ PIP_FLAGS ?= -qq --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# One math thread per process: on small shared machines several OpenMP threads contending for cores can slow the
+# tiny test models down a hundredfold. Benchmarks set their own thread count.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install test check-sync pytest export clean-nbs lab demo bench clean
 

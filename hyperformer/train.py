@@ -36,7 +36,7 @@ __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PR
            'BASE_DEFAULTS', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config',
            'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks', 'write_json',
            'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions',
-           'init_from_source', 'train', 'evaluate_run']
+           'fewshot_copies', 'init_from_source', 'train', 'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -198,7 +198,9 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
     set_seed(config.seed)
     adapter_config = AdapterConfig(method=config.method, tasks=model_tasks(config), reduction_factor=config.reduction_factor,
                                    init=config.init, **ABLATIONS[config.ablation])
-    return HyperFormerModel(base, adapter_config)
+    model = HyperFormerModel(base, adapter_config)
+    if config.init_from: init_from_source(model, config)
+    return model
 
 # %% ../nbs/07_train.ipynb #4650284d
 def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and tokenizer
@@ -395,17 +397,23 @@ def _task_param_name(name:str, task:str, source:str) -> str|None:
     parts[hits[0]] = source
     return ".".join(parts)
 
+def fewshot_copies(config:ExperimentConfig) -> dict[str, str]:
+    "`{new task: source task}` of a few-shot run (the registry's similar GLUE task), checked against the source run."
+    source_cfg = read_run_config(config.init_from)
+    if config.method != source_cfg.method:
+        raise RunError(f"few-shot method {config.method!r} differs from the source run's {source_cfg.method!r}; use --method {source_cfg.method}")
+    source_tasks = model_tasks(source_cfg)
+    copies = {t: get_task(t).similar_glue_task for t in config.tasks if t not in source_tasks}
+    missing = {t: s for t, s in copies.items() if s not in source_tasks}
+    if missing: raise RunError(f"the source run has no task to initialise {sorted(missing)} from (needs {sorted(set(missing.values()))}; it has {source_tasks})")
+    return copies
+
 def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[str, str]:
     "Load the source run's best checkpoint into `model`, copying each new task's parameters from its similar task."
     from hyperformer.model import _check_base
     from safetensors.torch import load_file
-    source_cfg, source_dir = read_run_config(config.init_from), Path(config.init_from) / "best"
-    if config.method != source_cfg.method:
-        raise RunError(f"few-shot method {config.method!r} differs from the source run's {source_cfg.method!r}; use --method {source_cfg.method}")
-    source_tasks, new_tasks = model_tasks(source_cfg), [t for t in config.tasks if t not in model_tasks(source_cfg)]
-    copies = {t: get_task(t).similar_glue_task for t in new_tasks}
-    missing = {t: s for t, s in copies.items() if s not in source_tasks}
-    if missing: raise RunError(f"the source run has no task to initialise {sorted(missing)} from (needs {sorted(set(missing.values()))}; it has {source_tasks})")
+    source_dir, copies = Path(config.init_from) / "best", fewshot_copies(config)
+    new_tasks = list(copies)
     meta = read_adapter_meta(source_dir); _check_base(meta, model.base.config, source_dir)
     state = load_file(str(source_dir / ADAPTER_WEIGHTS_NAME))
     with torch.no_grad():
@@ -455,6 +463,7 @@ def train(config:ExperimentConfig, # the resolved experiment
           resume:bool=False, # continue an unfinished run in config.output_dir
           overwrite:bool=False, # delete whatever config.output_dir holds and start afresh
           progress:bool=True, # progress bars
+          callbacks:list|None=None, # extra transformers TrainerCallbacks
          ) -> dict:
     "Train, select the best checkpoint on validation, evaluate it on test; returns the run's result."
     run, status = Path(config.output_dir), _run_status(config)
@@ -469,7 +478,7 @@ def train(config:ExperimentConfig, # the resolved experiment
     if not progress: datasets.disable_progress_bars()
     tokenizer = build_tokenizer(config)
     model = build_model(config, tokenizer)
-    copies = init_from_source(model, config) if config.init_from else {}
+    copies = fewshot_copies(config) if config.init_from else {}
     data = build_datasets(config, tokenizer)
     if not (run / "config.json").is_file():
         write_json(run / "config.json", {"config": config.to_dict(), "model_tasks": list(model_tasks(config)), "fewshot_copies": copies,
@@ -484,7 +493,8 @@ def train(config:ExperimentConfig, # the resolved experiment
     train_sets = [data[t]["train"] for t in config.tasks]
     trainer = HyperFormerTrainer(model=model, args=_training_arguments(config, progress), train_dataset=concatenate_datasets(train_sets),
                                  eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tokenizer),
-                                 experiment=config, tokenizer=tokenizer, eval_sets=data, train_sizes=[len(s) for s in train_sets])
+                                 experiment=config, tokenizer=tokenizer, eval_sets=data, train_sizes=[len(s) for s in train_sets],
+                                 callbacks=callbacks)
     start = time.time()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if config.max_steps % config.eval_steps: trainer.evaluate()  # the final weights take part in the selection too

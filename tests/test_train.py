@@ -1,0 +1,222 @@
+"""Training engine acceptance: every method on the smoke profile, eval reproduction, SIGKILL + resume, optimizer set,
+unsampled tasks, few-shot transfer, and clear errors. CPU, offline, shipped samples."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hyperformer.model import ADAPTER_WEIGHTS_NAME
+from hyperformer.train import (HyperFormerTrainer, RunError, build_datasets, build_model, build_tokenizer, evaluate_run,
+                               latest_checkpoint, make_config, read_jsonl, train, _training_arguments)
+from hyperformer.data import Seq2SeqCollator
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+CLI = [str(Path(sys.executable).with_name("hyperformer"))]
+QUICK = dict(tasks="rte,cola,stsb", max_steps=20, eval_steps=10, max_eval_samples=24)
+
+
+def cli(*args, timeout=300):
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+@pytest.mark.parametrize("method", ["finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++"])
+def test_every_method_trains_selects_tests_and_writes_its_run_dir(tmp_path, method):
+    overrides = dict(QUICK, tasks="rte") if method == "adapters" else QUICK
+    config = make_config("smoke", method=method, output_dir=str(tmp_path / method), **overrides)
+    result = train(config, progress=False)
+    run = tmp_path / method
+    log = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in log] == [10, 20]
+    assert result["best_step"] == max(log, key=lambda r: r["avg_flat"])["step"]  # first of the maxima on ties
+    for name in ("config.json", "test_metrics.json", "result.json", f"best/{ADAPTER_WEIGHTS_NAME}", "best/best.json"):
+        assert (run / name).is_file(), name
+    assert {p.name for p in (run / "predictions").iterdir()} >= {f"test_{t}.jsonl" for t in config.eval_tasks}
+    saved = load_file(str(run / "best" / ADAPTER_WEIGHTS_NAME))
+    if method != "finetune":  # adapter-only checkpoint: no frozen backbone weights
+        assert all(k.startswith("adapters.") or "layer_norm" in k for k in saved)
+    assert evaluate_run(run)["test"] == result["test"]
+
+
+def test_cli_smoke_run_is_fast_loss_goes_down_and_cli_eval_reproduces_test_metrics(tmp_path):
+    start = time.time()
+    done = cli("train", "--profile", "smoke", "--method", "hyperformer++", "--output-dir", str(tmp_path / "pp"), "--no-progress")
+    elapsed = time.time() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert elapsed < 60, f"smoke run took {elapsed:.1f}s"
+    state = json.loads((latest_checkpoint(tmp_path / "pp") / "trainer_state.json").read_text())
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert len(losses) >= 2 and losses[-1] < losses[0], losses
+    evaluated = cli("eval", str(tmp_path / "pp"), "--split", "test", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    logged = json.loads((tmp_path / "pp" / "test_metrics.json").read_text())
+    scores = json.loads(evaluated.stdout.strip().splitlines()[-1])["test"]
+    assert scores["tasks"] == logged["tasks"] and scores["avg_flat"] == logged["avg_flat"]
+
+
+def _final_trainable(run):
+    return load_file(str(Path(run) / "checkpoints" / "checkpoint-60" / ADAPTER_WEIGHTS_NAME))
+
+
+def test_sigkill_after_second_evaluation_then_resume_matches_uninterrupted(tmp_path):
+    args = ["train", "--profile", "smoke", "--method", "hyperformer++", "--tasks", "rte,cola,mrpc", "--max-steps", "60",
+            "--eval-steps", "15", "--max-eval-samples", "16", "--no-progress"]
+    whole = cli(*args, "--output-dir", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(CLI + args + ["--output-dir", str(run)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(read_jsonl(run / "metrics.jsonl")) >= 2 and latest_checkpoint(run) is not None: break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert not (run / "result.json").exists()
+    refused = cli(*args, "--output-dir", str(run))
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = cli(*args, "--output-dir", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _final_trainable(tmp_path / "whole"), _final_trainable(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [15, 30, 45, 60]
+    assert json.loads((run / "result.json").read_text())["test"] == json.loads((tmp_path / "whole" / "result.json").read_text())["test"]
+
+
+def _trainer(config):
+    tok = build_tokenizer(config)
+    model = build_model(config, tok)
+    data = build_datasets(config, tok)
+    from datasets import concatenate_datasets
+    sets = [data[t]["train"] for t in config.tasks]
+    return HyperFormerTrainer(model=model, args=_training_arguments(config, False), train_dataset=concatenate_datasets(sets),
+                              eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tok),
+                              experiment=config, tokenizer=tok, eval_sets=data, train_sizes=[len(s) for s in sets]), data, tok
+
+
+@pytest.mark.parametrize("method", ["adapters-shared", "hyperformer++"])
+def test_optimizer_holds_only_trainable_parameters_and_unsampled_tasks_do_not_move(tmp_path, method):
+    config = make_config("smoke", method=method, output_dir=str(tmp_path / "run"), **QUICK)
+    trainer, data, tok = _trainer(config)
+    model = trainer.model
+    trainer.create_optimizer()
+    in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in model.parameters() if p.requires_grad}
+    assert len(in_optimizer) < len(list(model.parameters()))
+    collate = Seq2SeqCollator(tok)
+    for step, task in enumerate(["rte", "cola", "rte", "rte"]):  # cola is sampled once, then not
+        batch = collate([data[task]["train"][i] for i in range(8)])
+        model.train()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        if step >= 2: before = {n: p.detach().clone() for n, p in model.named_parameters() if ".cola" in n}
+        trainer.optimizer.step(); trainer.optimizer.zero_grad(set_to_none=True)
+        if step >= 2:
+            after = dict(model.named_parameters())
+            assert before and all(torch.equal(before[n], after[n]) for n in before), "an unsampled task moved"
+
+
+def test_stale_momentum_compat_moves_unsampled_tasks(tmp_path):
+    config = make_config("smoke", method="hyperformer++", output_dir=str(tmp_path / "run"), stale_momentum=True, **QUICK)
+    trainer, data, tok = _trainer(config)
+    model = trainer.model
+    trainer.create_optimizer()
+    collate = Seq2SeqCollator(tok)
+    cola = model.adapters.task_embeddings.embeddings["cola"]
+    for task in ["cola", "rte"]:
+        batch = collate([data[task]["train"][i] for i in range(8)])
+        model.train(); model.zero_grad(set_to_none=True)
+        trainer.compute_loss(model, dict(batch)).backward()
+        trainer._zero_fill_unused_grads(model)
+        before = cola.detach().clone()
+        trainer.optimizer.step()
+    assert not torch.equal(before, cola.detach()), "with the compat flag the unsampled task should move"
+
+
+@pytest.fixture(scope="module")
+def glue_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("glue") / "run"
+    train(make_config("smoke", method="hyperformer++", tasks="mnli,rte", max_steps=10, eval_steps=10, max_eval_samples=16,
+                      output_dir=str(run)), progress=False)
+    return run
+
+
+@pytest.mark.parametrize("mode", ["paper", "task-only"])
+def test_few_shot_copies_the_similar_task_and_keeps_glue_predictions(tmp_path, glue_run, mode):
+    source_weights = (glue_run / "best" / ADAPTER_WEIGHTS_NAME).read_bytes()
+    before = evaluate_run(glue_run, "mnli,rte", "validation")
+    few = make_config("smoke", method="hyperformer++", tasks="cb", n_train=16, max_steps=10, eval_steps=10, max_eval_samples=16,
+                      init_from=str(glue_run), fewshot_train=mode, output_dir=str(tmp_path / "cb"))
+    model = build_model(few, build_tokenizer(few))  # loads the GLUE run and copies mnli's embedding for cb
+    emb = model.adapters.task_embeddings.embeddings
+    assert torch.equal(emb["cb"], emb["mnli"]) and not torch.equal(emb["cb"], emb["rte"])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if mode == "task-only": assert trainable == {"adapters.task_embeddings.embeddings.cb"}
+    else: assert "adapters.encoder.generator.weight" in trainable
+    result = train(few, progress=False)
+    assert result["test"]["tasks"].keys() == {"cb"}
+    assert json.loads((tmp_path / "cb" / "config.json").read_text())["fewshot_copies"] == {"cb": "mnli"}
+    assert (glue_run / "best" / ADAPTER_WEIGHTS_NAME).read_bytes() == source_weights  # the GLUE run is untouched
+    assert evaluate_run(glue_run, "mnli,rte", "validation") == before
+    if mode == "task-only":  # the few-shot model itself still predicts the GLUE tasks exactly as before
+        assert evaluate_run(tmp_path / "cb", "mnli,rte", "validation") == before
+
+
+def test_few_shot_needs_the_similar_task_in_the_source_run(tmp_path, glue_run):
+    few = make_config("smoke", method="hyperformer++", tasks="boolq", init_from=str(glue_run), output_dir=str(tmp_path / "b"))
+    with pytest.raises(RunError, match=r"no task to initialise \['boolq'\] from \(needs \['qnli'\]"):
+        build_model(few, build_tokenizer(few))
+
+
+def run_main(*args):
+    import contextlib, io
+    from hyperformer.cli import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()): code = main(list(args))
+    return code, err.getvalue()
+
+
+def test_clear_errors(tmp_path):
+    for args, message in [(["--method", "lora"], "choose one of: finetune"), (["--tasks", "rte,wnli"], "wnli"),
+                          (["--max-steps", "0"], "max_steps=0 must be a positive integer"),
+                          (["--batch-size", "0"], "batch_size=0 must be a positive integer")]:
+        code, err = run_main("train", *args, "--output-dir", str(tmp_path / "x"))
+        assert code == 2 and message in err, (args, err[-500:])
+    with pytest.raises(SystemExit): run_main("train", "--profile", "fast")
+
+
+def test_output_dir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
+    config = make_config("smoke", output_dir=str(tmp_path / "run"), **dict(QUICK, max_steps=10))
+    train(config, progress=False)
+    with pytest.raises(RunError, match="holds a different run"):
+        train(config.replace(seed=7), progress=False)
+    (tmp_path / "other").mkdir(); (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="holds a different run"):
+        train(config.replace(output_dir=str(tmp_path / "other")), progress=False)
+    assert train(config.replace(seed=7), overwrite=True, progress=False)["steps"] == 10
+
+
+def test_hub_unreachable_points_at_local_paths(tmp_path):
+    code, err = run_main("train", "--profile", "paper", "--tasks", "rte", "--output-dir", str(tmp_path / "p"))
+    assert code == 2 and "--data-dir" in err and "--model /path/to/t5" in err, err[-1000:]
+
+
+class PoisonAfter(__import__("transformers").TrainerCallback):
+    "Makes a trainable weight NaN after `step` steps, as a diverging run would."
+    def __init__(self, step): self.step = step
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad(): next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+
+
+def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = make_config("smoke", method="hyperformer++", output_dir=str(tmp_path / "nan"), **dict(QUICK, eval_steps=5))
+    with pytest.raises(RunError, match=r"the loss became nan at step 13; training stopped. Last good checkpoint: .*checkpoint-10"):
+        train(config, progress=False, callbacks=[PoisonAfter(12)])
+    assert latest_checkpoint(tmp_path / "nan").name == "checkpoint-10" and not (tmp_path / "nan" / "result.json").exists()
+    assert (tmp_path / "nan" / "best" / ADAPTER_WEIGHTS_NAME).is_file()
