@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from datasets import concatenate_datasets
 from torch.utils.data import DataLoader
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 import hyperformer
 from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text
@@ -36,7 +36,8 @@ __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PR
            'BASE_DEFAULTS', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config',
            'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks', 'write_json',
            'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions',
-           'fewshot_copies', 'init_from_source', 'train', 'evaluate_run']
+           'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
+           'run_experiment', 'result_rows']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -469,7 +470,7 @@ def train(config:ExperimentConfig, # the resolved experiment
     run, status = Path(config.output_dir), _run_status(config)
     if status == "finished" and not overwrite:
         print(f"[reuse] {run} already holds this finished run; nothing to train", flush=True)
-        return json.loads((run / "result.json").read_text())
+        return {**json.loads((run / "result.json").read_text()), "reused": True}
     if status == "different" and not overwrite: raise _refuse_different(config)
     if status == "unfinished" and not (resume or overwrite):
         raise RunError(f"{run} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start again")
@@ -495,6 +496,7 @@ def train(config:ExperimentConfig, # the resolved experiment
                                  eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tokenizer),
                                  experiment=config, tokenizer=tokenizer, eval_sets=data, train_sizes=[len(s) for s in train_sets],
                                  callbacks=callbacks)
+    if not progress: trainer.remove_callback(PrinterCallback)  # the [eval] summary lines say what matters
     start = time.time()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if config.max_steps % config.eval_steps: trainer.evaluate()  # the final weights take part in the selection too
@@ -513,7 +515,7 @@ def _finish(config, model, tokenizer, data, best, train_metrics, seconds) -> dic
         write_json(run / "test_metrics.json", {"step": best["step"], "split": "test", "profile": config.profile, **test})
         write_json(run / "result.json", result)
         print(f"[test] best step {best['step']} | test avg_flat {test['avg_flat']:.2f} avg_macro {test['avg_macro']:.2f} | {run}", flush=True)
-    return result
+    return {**result, "reused": False}
 
 # %% ../nbs/07_train.ipynb #b5393ad9
 def evaluate_run(run_dir:str|Path, # a run directory
@@ -530,3 +532,37 @@ def evaluate_run(run_dir:str|Path, # a run directory
     model = build_model(config, tokenizer).load_adapter(Path(checkpoint) if checkpoint else Path(run_dir) / "best")
     data = build_datasets(config, tokenizer, tasks, splits)
     return {s: evaluate_tasks(model, tokenizer, {t: data[t][s] for t in tasks}, config.split_protocol, config.eval_batch_size)[0] for s in splits}
+
+# %% ../nbs/07_train.ipynb #b1ecbba5
+import hashlib
+
+def run_name(config:ExperimentConfig) -> str:
+    "A readable, unique folder name for `config` (its output_dir aside)."
+    fields = {k: v for k, v in config.to_dict().items() if k != "output_dir"}
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    tasks = "glue" if config.tasks == GLUE_TASKS else "-".join(config.tasks)
+    parts = [config.method, tasks, f"r{config.reduction_factor}"] + ([config.ablation] if config.ablation != "full" else [])
+    parts += ([f"k{config.n_train}"] if config.n_train else []) + [f"seed{config.seed}", digest]
+    return "_".join(parts)
+
+def default_runs_root() -> Path:
+    "`$HYPERFORMER_RUNS`, else ./runs (../runs when called from nbs/, as nbdev's test runner does)."
+    if os.environ.get("HYPERFORMER_RUNS"): return Path(os.environ["HYPERFORMER_RUNS"])
+    cwd = Path.cwd()
+    return (cwd.parent if cwd.name == "nbs" else cwd) / "runs"
+
+def run_experiment(root:str|Path|None=None, # folder holding the runs (default: `default_runs_root()/profile`)
+                   profile:str="smoke", # profile of the run
+                   progress:bool=False, # progress bars
+                   **overrides, # ExperimentConfig fields
+                  ) -> dict:
+    "Train (or reuse) the run of `overrides` under `root`; the result carries `output_dir` and `reused`."
+    config = make_config(profile, **overrides, output_dir="pending")
+    root = Path(root) if root is not None else default_runs_root() / profile
+    config = config.replace(output_dir=str(root / run_name(config)))
+    return {**train(config, progress=progress), "output_dir": config.output_dir}
+
+def result_rows(result:dict, split:str="test", **tags) -> list[dict]:
+    "Tidy rows (task, metric, value, split + tags) of a run result, for pandas."
+    scores = result[split] if split == "test" else result["validation"]
+    return [{**tags, "split": split, "task": t, "metric": k, "value": v} for t, m in scores["tasks"].items() for k, v in m.items()]
