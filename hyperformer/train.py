@@ -33,11 +33,11 @@ from .metrics import compute_task_metrics, count_invalid, glue_average
 
 # %% auto #0
 __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
-           'BASE_DEFAULTS', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config',
-           'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks', 'write_json',
-           'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions',
-           'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
-           'run_experiment', 'result_rows']
+           'BASE_DEFAULTS', 'SMOKE_EXPERIMENT', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer',
+           'read_run_config', 'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks',
+           'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer',
+           'write_predictions', 'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name',
+           'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -566,3 +566,26 @@ def result_rows(result:dict, split:str="test", **tags) -> list[dict]:
     "Tidy rows (task, metric, value, split + tags) of a run result, for pandas."
     scores = result[split] if split == "test" else result["validation"]
     return [{**tags, "split": split, "task": t, "metric": k, "value": v} for t, m in scores["tasks"].items() for k, v in m.items()]
+
+# %% ../nbs/07_train.ipynb #57f98388
+SMOKE_EXPERIMENT = dict(max_steps=30, eval_steps=15, max_eval_samples=24)
+
+def as_tuple(value, cast=str) -> tuple:
+    "`'a,b'`, `['a', 'b']`, `3` or None -> a tuple (of `cast`)."
+    if value is None: return ()
+    if isinstance(value, str): value = [v.strip() for v in value.split(",") if v.strip()]
+    elif not isinstance(value, (list, tuple)): value = [value]
+    return tuple(cast(v) for v in value)
+
+def experiment_overrides(profile:str, **given) -> dict:
+    "The given knobs (None = unset); for `smoke`, short runs unless set."
+    values = {k: v for k, v in given.items() if v is not None}
+    if profile == "smoke":
+        for k, v in SMOKE_EXPERIMENT.items(): values.setdefault(k, v)
+    return values
+
+def results_dir(name:str, given:str|Path|None=None) -> Path:
+    "Where an experiment writes its tables and figures: `given`, else `results/<name>` beside the runs folder."
+    path = Path(given) if given else default_runs_root().parent / "results" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
