@@ -53,5 +53,17 @@ clean-nbs: install
 lab: install
 	$(BIN)/jupyter lab nbs
 
+# Table 1 on the smoke profile (tiny random T5, shipped samples, CPU): the rendered table and the executed notebook.
+DEMO_OUT ?= results/exp_table1
+demo: install
+	mkdir -p $(DEMO_OUT)
+	$(BIN)/papermill --cwd . nbs/exp_table1.ipynb $(DEMO_OUT)/exp_table1.ipynb -p results $(DEMO_OUT)
+	@echo "rendered table:    $(DEMO_OUT)/table1_scores.md (csv beside it), averages and parameter columns alike"
+	@echo "executed notebook: $(DEMO_OUT)/exp_table1.ipynb"
+
+# Efficiency benchmark (Tables 5-6 methodology) on the t5-small shape.
+bench: install
+	$(BIN)/hyperformer bench --model t5-small --steps 20
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
