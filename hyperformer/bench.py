@@ -149,7 +149,7 @@ class TrainLoop:
             _sync(self.device); times.append(time.perf_counter() - start)
         return times
 
-# %% ../nbs/09_bench.ipynb #da6c3d0d
+# %% ../nbs/09_bench.ipynb #95818412
 def _storage_bytes(tensors) -> int:
     "Bytes of the distinct storages behind `tensors` (tied or shared tensors count once)."
     seen = {}
@@ -180,7 +180,7 @@ def step_peak_bytes(step:Callable[[], None], # runs one training step
         running += e.nbytes(); peak = max(peak, running)
     return peak
 
-# %% ../nbs/09_bench.ipynb #456a2333
+# %% ../nbs/09_bench.ipynb #c294640f
 def generation_variants(config:BenchConfig) -> dict[str, Callable[[dict[str, Tensor]], Tensor]]:
     "Name -> function generating from a batch, for the stock model, HyperFormer++ and its exported static adapter."
     device, n = config.resolved_device, config.output_tokens
@@ -209,10 +209,7 @@ def time_generation(generate:Callable[[dict[str, Tensor]], Tensor], batch:dict[s
         raise RuntimeError(f"generate returned {out.shape[1]} tokens per row, expected {expected_length}")
     return times
 
-# %% ../nbs/09_bench.ipynb #c294640f
-def _median_summary(medians:list[float]) -> dict:
-    return {"seconds": min(medians), "round_medians": medians}
-
+# %% ../nbs/09_bench.ipynb #a1c9951f
 def _ratio(a:float|None, b:float|None) -> float|None: return None if a is None or not b else a / b
 
 def _check_targets(result:dict) -> list[dict]:
@@ -298,7 +295,7 @@ def run_benchmark(config:BenchConfig, # what to measure
     finally:
         torch.set_num_threads(threads_before)
 
-# %% ../nbs/09_bench.ipynb #632e45c9
+# %% ../nbs/09_bench.ipynb #695872fe
 def format_report(result:dict) -> str:
     "The ratios of a benchmark result as plain-text lines."
     env, cfg = result["environment"], result["config"]
