@@ -37,7 +37,8 @@ __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PR
            'read_run_config', 'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks',
            'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer',
            'write_predictions', 'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name',
-           'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir']
+           'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir',
+           'fewshot_budget']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -589,3 +590,10 @@ def results_dir(name:str, given:str|Path|None=None) -> Path:
     path = Path(given) if given else default_runs_root().parent / "results" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+# %% ../nbs/07_train.ipynb #810646fa
+def fewshot_budget(profile:str, k:int, steps:int|None=None) -> dict:
+    "`max_steps`, `batch_size` and `eval_steps` of a k-shot run (`steps` overrides the length)."
+    batch = min(PROFILES[profile]["batch_size"], k)
+    steps = steps or (10 if profile == "smoke" else max(1000, math.ceil(100 * k / batch)))
+    return dict(max_steps=steps, batch_size=batch, eval_steps=max(1, steps // (2 if profile == "smoke" else 20)))
