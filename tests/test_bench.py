@@ -30,7 +30,8 @@ def test_bench_json_shape():
     code, printed = run_cli(*TINY, "--methods", "finetune,adapters,adapters-shared,hyperformer,hyperformer++", "--json")
     assert code == 0
     result = json.loads(printed)  # one JSON object
-    assert set(result) == {"config", "environment", "training", "mixed_task", "generation", "targets"}
+    assert set(result) == {"config", "environment", "training", "mixed_task", "generation", "targets", "targets_setting_matches"}
+    assert result["targets_setting_matches"] is False  # a tiny shape: the targets are stated for t5-small / t5-base
     assert result["environment"]["threads"] == 1 and result["environment"]["device"] == "cpu"
     assert list(result["training"]) == ["finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++"]
     for method, r in result["training"].items():
