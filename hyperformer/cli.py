@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import METHODS
@@ -92,7 +93,7 @@ def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
 
 def run_train(args:argparse.Namespace) -> int:
     result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
+    if int(os.environ.get("RANK", "0")) == 0: print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
                       "test_avg_flat": result["test"]["avg_flat"], "test_avg_macro": result["test"]["avg_macro"]}))
     return 0
 

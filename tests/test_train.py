@@ -220,3 +220,18 @@ def test_nan_loss_stops_names_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
         train(config, progress=False, callbacks=[PoisonAfter(12)])
     assert latest_checkpoint(tmp_path / "nan").name == "checkpoint-10" and not (tmp_path / "nan" / "result.json").exists()
     assert (tmp_path / "nan" / "best" / ADAPTER_WEIGHTS_NAME).is_file()
+
+
+def test_ddp_on_cpu_with_two_processes(tmp_path):
+    """torchrun with 2 CPU processes (gloo): whole single-task batches dealt to ranks, evaluation split and gathered,
+    one metrics line per evaluation, and a single-process eval of the best checkpoint reproduces the logged test scores."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    run = tmp_path / "ddp"
+    done = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "hyperformer.cli", "train", "--profile", "smoke",
+                           "--tasks", "rte,cola,mrpc", "--max-steps", "20", "--eval-steps", "10", "--max-eval-samples", "24",
+                           "--output-dir", str(run), "--no-progress"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('"best_step"') == 1  # the summary comes from rank 0 only
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [10, 20]
+    logged = json.loads((run / "test_metrics.json").read_text())
+    assert evaluate_run(run)["test"]["tasks"] == logged["tasks"]
