@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .config import ADAPTER_METHODS, METHODS, SINGLE_TASK_METHODS, AdapterConfig
+from .config import ADAPTER_METHODS, METHODS, SINGLE_TASK_METHODS, AdapterConfig, check_positive_int, positive_int_arg
 from .model import T5_ARCHITECTURES, HyperFormerModel, architecture_name, base_config, build_base_model
 
 # %% auto #0
@@ -73,9 +73,7 @@ class BenchConfig:
                 raise ValueError(f"mixed-task timing needs a multi-task adapter method, not {m!r}")
         if not self.methods and not self.generate: raise ValueError("nothing to measure: give methods or enable generate")
         for name in ("steps", "rounds", "batch_size", "source_length", "target_length", "n_tasks", "generate_repeats"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
+            check_positive_int(name, getattr(self, name))
         if not isinstance(self.warmup, int) or self.warmup < 0: raise ValueError(f"warmup={self.warmup!r} must be >= 0")
         if self.generate_tokens is not None and self.generate_tokens < 1:
             raise ValueError(f"generate_tokens={self.generate_tokens!r} must be a positive integer")
@@ -320,12 +318,6 @@ def format_report(result:dict) -> str:
         lines.append("(the targets are stated for t5-small / t5-base, batch 8, source 128, target 8; this setting is informative only)")
     return "\n".join(lines)
 
-def _positive(text:str) -> int:
-    try: value = int(text)
-    except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    if value < 1: raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
 def _methods(text:str) -> tuple[str, ...]:
     methods = tuple(m.strip() for m in text.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]
@@ -340,19 +332,19 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_methods, default=d.methods, help=f"comma-separated (default: {','.join(d.methods)})")
     p.add_argument("--mixed", type=lambda s: _methods(s) if s else (), default=d.mixed,
                    help="comma-separated methods also timed on mixed-task batches ('' for none)")
-    p.add_argument("--steps", type=_positive, default=d.steps, help="timed steps per round and method")
+    p.add_argument("--steps", type=positive_int_arg, default=d.steps, help="timed steps per round and method")
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps before each round's timed steps")
-    p.add_argument("--rounds", type=_positive, default=d.rounds, help="interleaved rounds (best round median is kept)")
-    p.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    p.add_argument("--source-length", type=_positive, default=d.source_length)
-    p.add_argument("--target-length", type=_positive, default=d.target_length)
-    p.add_argument("--n-tasks", type=_positive, default=d.n_tasks)
-    p.add_argument("--generate-tokens", type=_positive, default=None, help="fixed generation length (default: target length)")
-    p.add_argument("--generate-repeats", type=_positive, default=d.generate_repeats)
+    p.add_argument("--rounds", type=positive_int_arg, default=d.rounds, help="interleaved rounds (best round median is kept)")
+    p.add_argument("--batch-size", type=positive_int_arg, default=d.batch_size)
+    p.add_argument("--source-length", type=positive_int_arg, default=d.source_length)
+    p.add_argument("--target-length", type=positive_int_arg, default=d.target_length)
+    p.add_argument("--n-tasks", type=positive_int_arg, default=d.n_tasks)
+    p.add_argument("--generate-tokens", type=positive_int_arg, default=None, help="fixed generation length (default: target length)")
+    p.add_argument("--generate-repeats", type=positive_int_arg, default=d.generate_repeats)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak-memory measurement")
     p.add_argument("--no-generate", dest="generate", action="store_false", help="skip generation latency")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default=d.optimizer, help="AdamW implementation (default: fused, as the Trainer)")
-    p.add_argument("--threads", type=_positive, default=d.threads, help="torch intra-op threads")
+    p.add_argument("--threads", type=positive_int_arg, default=d.threads, help="torch intra-op threads")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--json", action="store_true", help="print one JSON object")

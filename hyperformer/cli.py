@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from .config import METHODS
+from .config import METHODS, positive_int_arg
 from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
@@ -18,20 +18,13 @@ __all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_a
            'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
-def _positive_int(text:str) -> int:
-    "argparse type: an integer >= 1."
-    try: value = int(text)
-    except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    if value < 1: raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
 def add_params_parser(subparsers) -> None:
     "Register `params`."
     p = subparsers.add_parser("params", help="parameter accounting of a method on a T5 shape (Table 1 columns)")
     p.add_argument("--model", default="t5-base", help=f"architecture: {', '.join(T5_ARCHITECTURES)} (or a hub id of one)")
     p.add_argument("--method", default="hyperformer++", choices=METHODS)
-    p.add_argument("--n-tasks", type=_positive_int, default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
-    p.add_argument("--reduction-factor", type=_positive_int, default=32, help="adapter reduction factor r (d = d_model / r)")
+    p.add_argument("--n-tasks", type=positive_int_arg, default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
+    p.add_argument("--reduction-factor", type=positive_int_arg, default=32, help="adapter reduction factor r (d = d_model / r)")
     p.add_argument("--single-task", action=argparse.BooleanOptionalAction, default=None,
                    help="one model per task (default: only for 'adapters'; use with finetune for the T5 single-task row)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

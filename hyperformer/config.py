@@ -6,14 +6,15 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transformers.activations import ACT2FN
 
 # %% auto #0
-__all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES', 'ABLATIONS', 'AdapterConfig',
-           'ablation_config', 'atomic_write', 'atomic_write_text']
+__all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES', 'ABLATIONS', 'check_choice',
+           'check_positive_int', 'positive_int_arg', 'AdapterConfig', 'ablation_config', 'atomic_write',
+           'atomic_write_text']
 
 # %% ../nbs/00_config.ipynb #a67a14af
 METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++")
@@ -29,6 +30,23 @@ def _choice_error(name:str, # the field name
                  ) -> ValueError:
     "A `ValueError` naming the bad value and listing the allowed ones."
     return ValueError(f"{name}={value!r} is not supported; choose one of: {', '.join(map(str, choices))}")
+
+def check_choice(name:str, value:Any, choices:tuple) -> None:
+    "Raise `_choice_error` unless `value` is one of `choices`."
+    if value not in choices: raise _choice_error(name, value, choices)
+
+def check_positive_int(name:str, value:Any) -> None:
+    "Raise a `ValueError` naming `name` unless `value` is an int >= 1 (bools are not counts)."
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+def positive_int_arg(text:str) -> int:
+    "argparse `type=` for an integer >= 1."
+    import argparse
+    try: value = int(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value < 1: raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 # %% ../nbs/00_config.ipynb #d645862d
 @dataclass(frozen=True)
@@ -58,9 +76,9 @@ class AdapterConfig:
         self._validate()
 
     def _validate(self):
-        if self.method not in METHODS: raise _choice_error("method", self.method, METHODS)
-        if self.init not in INIT_REGIMES: raise _choice_error("init", self.init, INIT_REGIMES)
-        if self.activation not in ACT2FN: raise _choice_error("activation", self.activation, tuple(ACT2FN))
+        check_choice("method", self.method, METHODS)
+        check_choice("init", self.init, INIT_REGIMES)
+        check_choice("activation", self.activation, tuple(ACT2FN))
         if not self.tasks: raise ValueError("tasks=() is empty; give at least one task name, e.g. tasks=('rte',)")
         if len(set(self.tasks)) != len(self.tasks): raise ValueError(f"tasks={self.tasks} has duplicates; name each task once")
         for task in self.tasks:
@@ -70,9 +88,7 @@ class AdapterConfig:
             raise ValueError(f"method='adapters' trains one task per model but tasks={self.tasks}; "
                              "use method='adapters-shared' for one multi-task model, or build one model per task")
         for name in ("reduction_factor", "task_embedding_dim", "hypernet_input_dim", "projector_hidden_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
+            check_positive_int(name, getattr(self, name))
         for name in ("init_std", "adapter_norm_eps", "hypernet_norm_eps"):
             if not getattr(self, name) > 0: raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
         if self.method == "hyperformer++" and self.task_embedding_dim != self.hypernet_input_dim:
@@ -140,7 +156,7 @@ def ablation_config(base:AdapterConfig, # the full model's config (HyperFormer i
                     ablation:str, # a key of `ABLATIONS`
                    ) -> AdapterConfig:
     "`base` with one Table 4 ablation applied."
-    if ablation not in ABLATIONS: raise _choice_error("ablation", ablation, tuple(ABLATIONS))
+    check_choice("ablation", ablation, tuple(ABLATIONS))
     return base.replace(**ABLATIONS[ablation])
 
 # %% ../nbs/00_config.ipynb #ccf8cbcf

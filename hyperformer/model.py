@@ -18,7 +18,7 @@ from transformers import MT5Config, PreTrainedModel, T5Config, T5ForConditionalG
 from transformers.activations import ACT2FN
 
 import hyperformer
-from .config import AdapterConfig, atomic_write, atomic_write_text
+from .config import AdapterConfig, atomic_write, atomic_write_text, check_positive_int
 from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, site_index, split_sites
 from .hypernet import build_adapters
 
@@ -400,7 +400,7 @@ def parameter_report(model:str="t5-base", # a built-in architecture name or hub 
                      **adapter_kwargs, # other AdapterConfig fields (ablations, dims)
                     ) -> ParameterCount:
     "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
-    if not isinstance(n_tasks, int) or n_tasks < 1: raise ValueError(f"n_tasks={n_tasks!r} must be a positive integer")
+    check_positive_int("n_tasks", n_tasks)
     single = method == "adapters" if single_task is None else single_task
     tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
     config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)

@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 import hyperformer
-from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text
+from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text, check_choice, check_positive_int
 from .model import (HyperFormerModel, build_base_model, load_base_model, read_adapter_meta,
                                ADAPTER_WEIGHTS_NAME)
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
@@ -56,9 +56,6 @@ LR_SCHEDULERS, LOSS_REDUCTIONS, SAMPLING_MODES = ("constant", "linear"), ("mean"
 PRECISIONS, DATA_SOURCES, FEWSHOT_MODES = ("fp32", "bf16", "fp16"), ("auto", "hub", "local", "sample"), ("paper", "task-only")
 
 # %% ../nbs/07_train.ipynb #b4685fd6
-def _choice(name, value, choices):
-    if value not in choices: raise ValueError(f"{name}={value!r} is not supported; choose one of: {', '.join(map(str, choices))}")
-
 @dataclass(frozen=True)
 class ExperimentConfig:
     "Everything that defines a run; build it with `make_config(profile, **overrides)`."
@@ -104,16 +101,15 @@ class ExperimentConfig:
     output_dir:str # the run directory
 
     def __post_init__(self):
-        _choice("profile", self.profile, tuple(PROFILES)); _choice("method", self.method, METHODS)
-        _choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS); _choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
-        _choice("sampling", self.sampling, SAMPLING_MODES); _choice("precision", self.precision, PRECISIONS)
-        _choice("data_source", self.data_source, DATA_SOURCES); _choice("split_protocol", self.split_protocol, SPLIT_PROTOCOLS)
-        _choice("ablation", self.ablation, tuple(ABLATIONS)); _choice("fewshot_train", self.fewshot_train, FEWSHOT_MODES)
+        check_choice("profile", self.profile, tuple(PROFILES)); check_choice("method", self.method, METHODS)
+        check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS); check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        check_choice("sampling", self.sampling, SAMPLING_MODES); check_choice("precision", self.precision, PRECISIONS)
+        check_choice("data_source", self.data_source, DATA_SOURCES); check_choice("split_protocol", self.split_protocol, SPLIT_PROTOCOLS)
+        check_choice("ablation", self.ablation, tuple(ABLATIONS)); check_choice("fewshot_train", self.fewshot_train, FEWSHOT_MODES)
         if not self.tasks: raise ValueError("tasks is empty; name at least one task, e.g. tasks=('rte',)")
         for t in self.tasks + self.eval_tasks: get_task(t)  # unknown task: error lists the known ones
         for name in ("max_steps", "batch_size", "eval_batch_size", "eval_steps", "gradient_accumulation_steps", "max_source_length", "max_target_length"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1: raise ValueError(f"{name}={value!r} must be a positive integer")
+            check_positive_int(name, getattr(self, name))
         if not self.learning_rate > 0: raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0")
         if not 0 <= self.label_smoothing < 1: raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.n_train is not None and self.n_train < 1: raise ValueError(f"n_train={self.n_train!r} must be a positive integer or None")
@@ -145,7 +141,7 @@ def make_config(profile:str="smoke", # smoke | paper | reference
                 **overrides, # any ExperimentConfig field; None means "profile default"
                ) -> ExperimentConfig:
     "Resolve `profile` defaults and `overrides` into a validated `ExperimentConfig`."
-    _choice("profile", profile, tuple(PROFILES))
+    check_choice("profile", profile, tuple(PROFILES))
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
     values = {**BASE_DEFAULTS, **PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}, "profile": profile}
@@ -528,7 +524,7 @@ def evaluate_run(run_dir:str|Path, # a run directory
     config = read_run_config(run_dir)
     tasks = _task_tuple(tasks) if tasks else config.eval_tasks
     splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    for s in splits: _choice("split", s, ("validation", "test"))
+    for s in splits: check_choice("split", s, ("validation", "test"))
     tokenizer = build_tokenizer(config)
     model = build_model(config, tokenizer).load_adapter(Path(checkpoint) if checkpoint else Path(run_dir) / "best")
     data = build_datasets(config, tokenizer, tasks, splits)
