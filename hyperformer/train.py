@@ -177,8 +177,8 @@ def read_run_config(run_dir:str|Path) -> ExperimentConfig:
 def model_tasks(config:ExperimentConfig) -> tuple[str, ...]:
     "The model's task list: the training tasks, after the source run's tasks for a few-shot run."
     if config.init_from is None: return config.tasks
-    source = read_run_config(config.init_from)
-    return model_tasks(source) + tuple(t for t in config.tasks if t not in model_tasks(source))
+    source_tasks = model_tasks(read_run_config(config.init_from))
+    return source_tasks + tuple(t for t in config.tasks if t not in source_tasks)
 
 def _backbone_config(config:ExperimentConfig) -> ExperimentConfig:
     "The config whose model/seed built the backbone (the source run's, for few-shot transfer)."
