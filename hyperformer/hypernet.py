@@ -135,21 +135,21 @@ class PlainAdapters(nn.Module):
     "Adapters / Adapters†: per-task adapter weights, task-shared adapter layer norms."
     def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
         super().__init__()
-        self.encoder = AdapterBank(config, 2 * n_layers["encoder"], d_model)
-        self.decoder = AdapterBank(config, 2 * n_layers["decoder"], d_model)
+        self.stacks = tuple(n_layers)  # ("encoder", "decoder"), or ("encoder",) for an encoder-only backbone
+        for s in self.stacks: setattr(self, s, AdapterBank(config, 2 * n_layers[s], d_model))
     def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
-        return {s: getattr(self, s)(task_indices) for s in STACKS}
+        return {s: getattr(self, s)(task_indices) for s in self.stacks}
 
 class HyperFormerAdapters(nn.Module):
     "HyperFormer: task embeddings (+ projector) shared by both stacks, an independent generator per site."
     def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
         super().__init__()
         self.task_embeddings = TaskEmbeddings(config, project=config.task_projector)
-        self.encoder = GeneratorBank(config, 2 * n_layers["encoder"], 2 * n_layers["encoder"], d_model)
-        self.decoder = GeneratorBank(config, 2 * n_layers["decoder"], 2 * n_layers["decoder"], d_model)
+        self.stacks = tuple(n_layers)
+        for s in self.stacks: setattr(self, s, GeneratorBank(config, 2 * n_layers[s], 2 * n_layers[s], d_model))
     def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
         inputs = self.task_embeddings(task_indices)  # once for both stacks
-        return {s: getattr(self, s)(inputs) for s in STACKS}
+        return {s: getattr(self, s)(inputs) for s in self.stacks}
     def generate_site(self, task_indices:list[int], stack:str, site:int) -> StackAdapterWeights:
         return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
 
@@ -158,11 +158,11 @@ class HyperFormerPPAdapters(nn.Module):
     def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
         super().__init__()
         self.task_embeddings = TaskEmbeddings(config, project=False)
-        self.encoder = HyperFormerPPStack(config, n_layers["encoder"], d_model)
-        self.decoder = HyperFormerPPStack(config, n_layers["decoder"], d_model)
+        self.stacks = tuple(n_layers)
+        for s in self.stacks: setattr(self, s, HyperFormerPPStack(config, n_layers[s], d_model))
     def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
         z = self.task_embeddings(task_indices)
-        return {s: getattr(self, s)(z) for s in STACKS}
+        return {s: getattr(self, s)(z) for s in self.stacks}
     def generate_site(self, task_indices:list[int], stack:str, site:int) -> StackAdapterWeights:
         return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
 
@@ -170,7 +170,7 @@ ADAPTER_MODULES = {"adapters": PlainAdapters, "adapters-shared": PlainAdapters,
                    "hyperformer": HyperFormerAdapters, "hyperformer++": HyperFormerPPAdapters}
 
 def build_adapters(config:AdapterConfig, # the method and sizes
-                   n_layers:dict[str, int], # blocks per stack, e.g. {"encoder": 6, "decoder": 6}
+                   n_layers:dict[str, int], # blocks per stack, e.g. {"encoder": 6, "decoder": 6}; {"encoder": 6} for an encoder
                    d_model:int, # the backbone's hidden size h
                   ) -> nn.Module|None:
     "The adapter module of `config.method`, or None when the method adds no adapters."

