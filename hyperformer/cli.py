@@ -11,7 +11,7 @@ import os
 import sys
 
 from .config import METHODS, positive_int_arg
-from .model import T5_ARCHITECTURES, parameter_report
+from .model import ENCODER_ARCHITECTURES, T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
 __all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train', 'add_eval_parser', 'run_eval',
@@ -20,8 +20,8 @@ __all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_a
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
     "Register `params`."
-    p = subparsers.add_parser("params", help="parameter accounting of a method on a T5 shape (Table 1 columns)")
-    p.add_argument("--model", default="t5-base", help=f"architecture: {', '.join(T5_ARCHITECTURES)} (or a hub id of one)")
+    p = subparsers.add_parser("params", help="parameter accounting of a method on a T5 or encoder shape (Table 1 columns; encoder task heads on their own line)")
+    p.add_argument("--model", default="t5-base", help=f"architecture: {', '.join([*T5_ARCHITECTURES, *ENCODER_ARCHITECTURES])} (or a hub id of one)")
     p.add_argument("--method", default="hyperformer++", choices=METHODS)
     p.add_argument("--n-tasks", type=positive_int_arg, default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
     p.add_argument("--reduction-factor", type=positive_int_arg, default=32, help="adapter reduction factor r (d = d_model / r)")

@@ -23,7 +23,8 @@ from .tasks import TASKS, TREC_FINE, TaskSpec, check_protocol, get_task
 # %% auto #0
 __all__ = ['SAMPLE_SPLITS', 'DataUnavailableError', 'MalformedRowError', 'task_features', 'local_file', 'read_local',
            'load_task_split', 'sample_path', 'load_sample', 'split_indices', 'subsample', 'load_splits', 'preprocess',
-           'Seq2SeqCollator', 'generation_length', 'temperature_probabilities', 'TemperatureSampler']
+           'Seq2SeqCollator', 'generation_length', 'head_labels', 'head_num_labels', 'encode_task', 'EncoderCollator',
+           'temperature_probabilities', 'TemperatureSampler']
 
 # %% ../nbs/05_data.ipynb #75f2dd2e
 class DataUnavailableError(RuntimeError):
@@ -447,6 +448,80 @@ def generation_length(task:str|TaskSpec, # task name or spec
                      ) -> int:
     "Tokens (EOS included) of the longest label string of `task`: the `max_new_tokens` for generating it."
     return max(len(tokenizer(s)["input_ids"]) for s in get_task(task).label_strings_for(protocol))
+
+# %% ../nbs/05_data.ipynb #cabc2687
+from contextlib import contextmanager
+
+@contextmanager
+def _quiet_transformers():
+    "Only errors from transformers' loggers inside the block."
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try: yield
+    finally: hf_logging.set_verbosity(level)
+
+def head_labels(task:str|TaskSpec, # task name or spec
+               ) -> tuple[str, ...]:
+    "The label strings a task head predicts, by class index (`()` for a regression task)."
+    task = get_task(task)
+    return () if task.is_regression else task.label_strings_for("paper")
+
+def head_num_labels(tasks:Sequence[str]) -> dict[str, int]:
+    "`{task: outputs of its head}`: the number of classes, 1 for regression."
+    return {get_task(t).name: max(1, len(head_labels(t))) for t in tasks}
+
+def encode_task(ds:datasets.Dataset, # rows with the hub's columns of `task`
+                task:str|TaskSpec, # task name or spec
+                tokenizer, # the backbone's tokenizer
+                task_id:int, # index of `task` in the run's task list
+                max_source_length:int=128, # truncate the (pair) encoding to this many tokens
+                protocol:str="paper", # label strings of `TaskSpec.target`
+               ) -> datasets.Dataset:
+    "Encoder inputs of `ds`: `input_ids` (and `token_type_ids` when the tokenizer makes them), float `labels`, `task_ids`."
+    task = get_task(task)
+    columns, labels = [c for _, c in task.template], head_labels(task)
+    if not 1 <= len(columns) <= 2: raise ValueError(f"{task.name}: an encoder reads one or two text fields, the template has {columns}")
+    def label(row):
+        if task.is_regression: return float(row[task.label_column])
+        return float(labels.index(task.target(row, protocol)))
+    def encode(batch):
+        rows = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+        with _quiet_transformers():  # python tokenizers warn on every truncated pair that overflow is not returned
+            enc = tokenizer(*[[str(v) for v in batch[c]] for c in columns], max_length=max_source_length, truncation=True)
+        out = {"input_ids": enc["input_ids"], "labels": [label(r) for r in rows], "task_ids": [task_id] * len(rows)}
+        if "token_type_ids" in enc: out["token_type_ids"] = enc["token_type_ids"]
+        return out
+    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenising {task.name}")
+
+class EncoderCollator:
+    "Pads `input_ids` (pad id) and `token_type_ids` (0) to the longest row of the batch; float `labels`, int64 `task_ids`."
+    def __init__(self, tokenizer=None, # gives the pad id (or pass `pad_token_id`)
+                 pad_token_id:int|None=None, # pad id of `input_ids`
+                 pad_to_multiple_of:int|None=None, # round padded lengths up (tensor cores)
+                ):
+        self.pad_token_id = pad_token_id if pad_token_id is not None else getattr(tokenizer, "pad_token_id", None)
+        if self.pad_token_id is None: raise ValueError("EncoderCollator needs a tokenizer with a pad token or pad_token_id.")
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features:Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not features: raise ValueError("EncoderCollator got an empty batch.")
+        missing = {"input_ids", "task_ids"} - set(features[0])
+        if missing: raise KeyError(f"Examples lack {sorted(missing)}; tokenise them with `encode_task(..., task_id=...)`.")
+        n = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of: n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        def pad(key, value):
+            out = torch.full((len(features), n), value, dtype=torch.long)
+            for i, f in enumerate(features): out[i, :len(f[key])] = torch.as_tensor(f[key], dtype=torch.long)
+            return out
+        input_ids = pad("input_ids", self.pad_token_id)
+        lengths = torch.tensor([len(f["input_ids"]) for f in features])
+        batch = {"input_ids": input_ids, "attention_mask": (torch.arange(n)[None] < lengths[:, None]).long()}
+        if "token_type_ids" in features[0]: batch["token_type_ids"] = pad("token_type_ids", 0)
+        if "labels" in features[0]: batch["labels"] = torch.tensor([float(f["labels"]) for f in features], dtype=torch.float32)
+        batch["task_ids"] = torch.tensor([int(f["task_ids"]) for f in features], dtype=torch.long)
+        return batch
+
 
 # %% ../nbs/05_data.ipynb #e5ac40cd
 def temperature_probabilities(sizes:Sequence[int], # training-set size of each task

@@ -30,15 +30,17 @@ from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 from .data import (DataUnavailableError, Seq2SeqCollator, TemperatureSampler, generation_length, load_splits,
                               preprocess)
 from .metrics import compute_task_metrics, count_invalid, glue_average
+from .model import model_family, resolve_model_path
+from .data import EncoderCollator, encode_task, head_labels, head_num_labels
 
 # %% auto #0
 __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
            'BASE_DEFAULTS', 'SMOKE_EXPERIMENT', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer',
-           'read_run_config', 'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks',
-           'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer',
-           'write_predictions', 'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name',
-           'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir',
-           'fewshot_budget']
+           'read_run_config', 'model_tasks', 'build_model', 'make_collator', 'build_datasets', 'generate_predictions',
+           'evaluate_tasks', 'head_predictions', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
+           'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions', 'fewshot_copies', 'init_from_source',
+           'head_label_map', 'train', 'evaluate_run', 'run_name', 'default_runs_root', 'run_experiment', 'result_rows',
+           'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -165,7 +167,7 @@ def build_tokenizer(config:ExperimentConfig):
     from transformers import AutoTokenizer, ByT5Tokenizer
     if config.tokenizer == "byt5": return ByT5Tokenizer()
     name = config.tokenizer or config.model
-    try: return AutoTokenizer.from_pretrained(name)
+    try: return AutoTokenizer.from_pretrained(resolve_model_path(name))
     except OSError as e: raise RunError(f"could not load the tokenizer {name!r} ({e}). {_offline_hint()}") from e
 
 def read_run_config(run_dir:str|Path) -> ExperimentConfig:
@@ -196,17 +198,35 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
     set_seed(config.seed)
     adapter_config = AdapterConfig(method=config.method, tasks=model_tasks(config), reduction_factor=config.reduction_factor,
                                    init=config.init, **ABLATIONS[config.ablation])
-    model = HyperFormerModel(base, adapter_config)
+    model = HyperFormerModel(base, adapter_config, _head_sizes(base, config))
     if config.init_from: init_from_source(model, config)
     return model
+
+# %% ../nbs/07_train.ipynb #67c84bb2
+def _family(config:ExperimentConfig):
+    "The backbone family of a run (the source run's backbone for few-shot transfer)."
+    name = _backbone_config(config).model
+    try: return model_family(name)
+    except OSError as e: raise RunError(f"{e} {_offline_hint()}") from e
+
+def _head_sizes(base, config:ExperimentConfig) -> dict[str, int]|None:
+    "Each model task's head width for an encoder backbone (None for a text-to-text one)."
+    from hyperformer.model import backbone_family
+    return head_num_labels(model_tasks(config)) if backbone_family(base).task_heads else None
+
+def make_collator(model:HyperFormerModel, tokenizer):
+    "The batch collator of the model's family: padded sentence pairs and labels (encoders) or source/target tokens (T5)."
+    return EncoderCollator(tokenizer) if model.heads is not None else Seq2SeqCollator(tokenizer)
+
 
 # %% ../nbs/07_train.ipynb #4650284d
 def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and tokenizer
                    tasks:tuple[str, ...]|None=None, # default: training tasks plus eval tasks
                    splits:tuple[str, ...]=("train", "validation", "test"),
                   ) -> dict[str, dict[str, Any]]:
-    "`{task: {split: tokenised Dataset}}` for the run."
+    "`{task: {split: tokenised Dataset}}` for the run (sentence pairs and labels for an encoder backbone)."
     names, all_tasks = tasks or tuple(dict.fromkeys(config.tasks + config.eval_tasks)), model_tasks(config)
+    encoder = _family(config).task_heads
     out = {}
     for name in names:
         try:
@@ -218,9 +238,10 @@ def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and to
         for split in splits:
             ds = raw[split]
             if split != "train" and config.max_eval_samples is not None: ds = ds.select(range(min(len(ds), config.max_eval_samples)))
-            out[name][split] = preprocess(ds, name, tokenizer, all_tasks.index(name), add_task_prefix=config.method == "finetune",
+            if encoder: out[name][split] = encode_task(ds, name, tokenizer, all_tasks.index(name), config.max_source_length, config.split_protocol)
+            else: out[name][split] = preprocess(ds, name, tokenizer, all_tasks.index(name), add_task_prefix=config.method == "finetune",
                                           protocol=config.split_protocol, stsb_rounding=config.stsb_rounding,
-                                          max_source_length=config.max_source_length, max_target_length=config.max_target_length)
+                                                   max_source_length=config.max_source_length, max_target_length=config.max_target_length)
     return out
 
 # %% ../nbs/07_train.ipynb #aa729263
@@ -259,10 +280,47 @@ def evaluate_tasks(model:HyperFormerModel, tokenizer, datasets:dict[str, Any], #
     "`({task: metrics} + averages, {task: [(prediction, target)]})` of `datasets`."
     results, predictions = {}, {}
     for task, ds in datasets.items():
+        if model.heads is not None:  # an encoder: its head's argmax class or score, no generation
+            preds, refs = head_predictions(model, tokenizer, ds, task, batch_size)
+            results[task] = compute_task_metrics(task, preds, refs)
+            predictions[task] = {"predictions": preds, "targets": refs, "invalid": 0}
+            continue
         preds, refs = generate_predictions(model, tokenizer, ds, generation_length(task, tokenizer, protocol), batch_size)
         results[task] = compute_task_metrics(task, preds, refs)
         predictions[task] = {"predictions": preds, "targets": refs, "invalid": count_invalid(task, preds)}
     return {"tasks": results, **glue_average(results)}, predictions
+
+# %% ../nbs/07_train.ipynb #3c28cb0d
+def _gather_rows(indices:list[int], preds:list, refs:list) -> tuple[list, list]:
+    "All processes' (prediction, reference) rows in dataset order (a no-op without DDP)."
+    rank, world = _dist()
+    if world == 1: return preds, refs
+    shards = [None] * world
+    torch.distributed.all_gather_object(shards, (indices, preds, refs))
+    order = sorted((i, p, r) for idx, ps, rs in shards for i, p, r in zip(idx, ps, rs))
+    return [p for _, p, _ in order], [r for _, _, r in order]
+
+@torch.no_grad()
+def head_predictions(model:HyperFormerModel, tokenizer, dataset, # an encoder model and one task's encoded rows
+                     task:str, # the task of `dataset`
+                     batch_size:int=64) -> tuple[list[str], list[str]]:
+    "Predicted and gold labels of `dataset` as text: the head's argmax label string, or the regression value."
+    rank, world = _dist()
+    indices = list(range(rank, len(dataset), world))
+    collate, device, labels = EncoderCollator(tokenizer), next(model.parameters()).device, head_labels(task)
+    text = (lambda v: labels[int(v)]) if labels else (lambda v: repr(float(v)))
+    preds, refs = [], []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(indices), batch_size):
+        batch = collate([dataset[i] for i in indices[start:start + batch_size]])
+        logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits
+        values = logits[:, :len(labels)].argmax(-1) if labels else logits[:, 0].float()
+        preds += [text(v) for v in values.tolist()]
+        refs += [text(v) for v in batch["labels"].tolist()]
+    model.train(was_training)
+    return _gather_rows(indices, preds, refs)
+
 
 # %% ../nbs/07_train.ipynb #0af64509
 def write_json(path:str|Path, obj) -> Path: return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
@@ -320,7 +378,11 @@ class HyperFormerTrainer(Seq2SeqTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         core = self.accelerator.unwrap_model(model)
-        outputs = model(**inputs, decoder_input_ids=core.base._shift_right(labels))
+        if core.heads is not None:  # an encoder: each row's head, cross-entropy (label-smoothed) or MSE
+            outputs = model(**inputs)
+            loss = core.heads.loss(outputs.logits, labels, inputs["task_ids"], self.experiment.label_smoothing, self.experiment.loss_reduction)
+            return (loss, outputs) if return_outputs else loss
+        outputs = model(**inputs, decoder_input_ids=core.family.shift_right(core.base, labels))
         logits = outputs.logits
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100,
                                label_smoothing=self.experiment.label_smoothing, reduction=self.experiment.loss_reduction)
@@ -417,6 +479,10 @@ def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[st
     with torch.no_grad():
         for name, p in model.named_parameters():
             src = next((s for t, src_task in copies.items() if (s := _task_param_name(name, t, src_task))), None) or name
+            if name.startswith("heads.") and src != name:  # a new task's head: from the similar task's where the labels match
+                rows = head_label_map(name.split(".")[2], copies[name.split(".")[2]])
+                if rows is not None: p.copy_(state[src][rows] if name.split(".")[3] == "out" else state[src])
+                continue
             if src in state: p.copy_(state[src])
             elif p.requires_grad: raise RunError(f"{source_dir} has no parameter {src} to initialise {name}")
     if config.fewshot_train == "task-only":
@@ -424,6 +490,15 @@ def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[st
         for name, p in model.named_parameters():
             p.requires_grad_(any(_task_param_name(name, t, t) for t in new_tasks))
     return copies
+
+# %% ../nbs/07_train.ipynb #f9dc3e06
+def head_label_map(task:str, source:str) -> list[int]|None:
+    "For each label of `task`'s head, the output row of `source`'s head with the same label; None when the label sets differ."
+    a, b = get_task(task), get_task(source)
+    if a.is_regression or b.is_regression: return [0] if a.is_regression and b.is_regression else None
+    if not a.label_names or sorted(a.label_names) != sorted(b.label_names): return None
+    return [b.label_names.index(n) for n in a.label_names]
+
 
 # %% ../nbs/07_train.ipynb #0b8bf81a
 def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTrainingArguments:
@@ -438,7 +513,7 @@ def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTraini
         save_steps=config.eval_steps, save_total_limit=1, logging_steps=min(config.eval_steps, 50), seed=config.seed,
         bf16=config.precision == "bf16", fp16=config.precision == "fp16", use_cpu=not cuda, report_to=[],
         remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
-        ddp_find_unused_parameters=config.method != "finetune", predict_with_generate=False)
+        ddp_find_unused_parameters=config.method != "finetune" or _family(config).task_heads, predict_with_generate=False)
 
 def _run_status(config:ExperimentConfig) -> str:
     "empty | finished | unfinished (same config) | different."
@@ -490,7 +565,7 @@ def train(config:ExperimentConfig, # the resolved experiment
         if not done: shutil.rmtree(run / "best", ignore_errors=True)
     train_sets = [data[t]["train"] for t in config.tasks]
     trainer = HyperFormerTrainer(model=model, args=_training_arguments(config, progress), train_dataset=concatenate_datasets(train_sets),
-                                 eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tokenizer),
+                                 eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=make_collator(model, tokenizer),
                                  experiment=config, tokenizer=tokenizer, eval_sets=data, train_sizes=[len(s) for s in train_sets],
                                  callbacks=callbacks)
     if not progress: trainer.remove_callback(PrinterCallback)  # the [eval] summary lines say what matters
