@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,10 +26,11 @@ from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site
 from .hypernet import build_adapters
 
 # %% auto #0
-__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS',
-           'architecture_name', 'base_config', 'build_base_model', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
-           'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning', 'HyperFormerModel', 'base_fingerprint',
-           'read_adapter_meta', 'ParameterCount', 'paper_formula', 'count_parameters', 'parameter_report']
+__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'NO_CONDITIONING_MESSAGE', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME',
+           'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model', 'load_base_model',
+           'AdapterSite', 't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning',
+           'HyperFormerModel', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount', 'paper_formula',
+           'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -164,8 +168,7 @@ class HyperFormerModel(nn.Module):
         self.adapters = adapters
         self.activation = ACT2FN[adapter_config.activation]
         self._sites, self._hooks = sites, []
-        self._conditioning, self._generating = None, False
-        self._cache, self._cache_key = {}, None
+        self._conditioning = None # set only while a call of the wrapper runs (`_conditioned`)
         if self.adapters is not None: self._attach_hooks()
         self._freeze()
 
@@ -193,28 +196,12 @@ class HyperFormerModel(nn.Module):
 HyperFormerModel.forward_signature = _forward_signature()
 
 # %% ../nbs/03_model.ipynb #0bbe5157
-@torch.no_grad()
-def _parameters_key(module:nn.Module) -> tuple:
-    "Changes whenever a parameter of `module` is modified in place or replaced."
-    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
-
-def _adapter_weights(self:HyperFormerModel, task_indices:list[int] # distinct task indices, in bundle order
-                    ) -> dict[str, StackAdapterWeights]:
-    "Adapter weights of `task_indices` for both stacks: generated, or from the eval cache."
-    if self.training or torch.is_grad_enabled(): return self.adapters(task_indices)
-    key = _parameters_key(self.adapters)
-    if key != self._cache_key: self._cache, self._cache_key = {}, key
-    missing = [t for t in task_indices if t not in self._cache]
-    if missing:
-        fresh = self.adapters(missing)
-        for i, t in enumerate(missing): self._cache[t] = {s: fresh[s].task(i) for s in STACKS}
-    return {s: StackAdapterWeights.concat([self._cache[t][s] for t in task_indices]) for s in STACKS}
-
-def _condition(self:HyperFormerModel, task_ids:Tensor|list[int]|None):
-    "Set the conditioning the hooks apply for the next base-model call."
+def _conditioning_for(self:HyperFormerModel, task_ids:Tensor|list[int]|None # (batch,) task index of every row
+                     ) -> Conditioning|None:
+    "The conditioning of `task_ids`, its adapter weights generated now from the current parameters (None: no adapters)."
     cfg = self.adapter_config
     if task_ids is None:
-        if self.adapters is None or self._generating: return
+        if self.adapters is None: return None
         if cfg.n_tasks > 1:
             raise ValueError(f"this model serves {cfg.n_tasks} tasks {cfg.tasks}: pass task_ids, a LongTensor of shape "
                              "(batch,) holding each row's task index (model.adapter_config.task_id(name))")
@@ -227,35 +214,71 @@ def _condition(self:HyperFormerModel, task_ids:Tensor|list[int]|None):
         task_indices = unique.tolist()
         bad = [t for t in task_indices if not 0 <= t < cfg.n_tasks]
         if bad: raise ValueError(f"task id(s) {bad} out of range: this model has {cfg.n_tasks} tasks {cfg.tasks}, ids 0..{cfg.n_tasks - 1}")
-        if self.adapters is None: return
+        if self.adapters is None: return None
         rows = None if len(task_indices) == 1 else inverse.to(self.adapters_device)
-    self._conditioning = Conditioning(self._adapter_weights(task_indices), rows, task_indices)
+    return Conditioning(self.adapters(task_indices), rows, task_indices)
+
+@contextmanager
+def _conditioned(self:HyperFormerModel, conditioning:Conditioning|None # what the hooks apply inside the block
+                ):
+    "Make `conditioning` the active one for the `with` block only; the previous one is back on exit, exceptions included."
+    previous, self._conditioning = self._conditioning, conditioning
+    try: yield conditioning
+    finally: self._conditioning = previous
+
+NO_CONDITIONING_MESSAGE = ("no task conditioning is active (the adapters apply only inside a call of the wrapper): call the "
+                           "HyperFormerModel wrapper with task_ids=... (model(..., task_ids=...) or model.generate(..., "
+                           "task_ids=...)), not model.base(...); for activation checkpointing enable it on the wrapper, "
+                           "model.gradient_checkpointing_enable(), which carries the conditioning into the recompute")
 
 def _adapt(self:HyperFormerModel, stack:str, site:int, hidden:Tensor) -> Tensor:
     "Called by the hooks: the adapted sub-layer output."
     c = self._conditioning
-    if c is None:
-        raise RuntimeError("no task conditioning is set: call the HyperFormerModel itself (with task_ids), not its .base")
+    if c is None: raise RuntimeError(NO_CONDITIONING_MESSAGE)
     return apply_site_adapter(hidden, c.sites[stack][site], c.rows, self.activation, self.adapter_config.adapter_norm_eps)
 
-HyperFormerModel._adapter_weights, HyperFormerModel._condition, HyperFormerModel._adapt = _adapter_weights, _condition, _adapt
+HyperFormerModel._conditioning_for, HyperFormerModel._conditioned, HyperFormerModel._adapt = _conditioning_for, _conditioned, _adapt
 HyperFormerModel.adapters_device = property(lambda self: next(self.adapters.parameters()).device)
 
 # %% ../nbs/03_model.ipynb #5af7621c
 def _forward(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
-    "T5's forward, conditioned on `task_ids` (shape (batch,))."
-    self._condition(task_ids)
-    return self.base(*args, **kwargs)
+    "T5's forward, conditioned on `task_ids` (shape (batch,)) for this call only."
+    with self._conditioned(self._conditioning_for(task_ids)): return self.base(*args, **kwargs)
 _forward.__signature__ = HyperFormerModel.forward_signature
 HyperFormerModel.forward = _forward
 
 def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
-    "`base.generate` with the adapter weights of `task_ids` built once for the whole call."
-    with torch.no_grad(): self._condition(task_ids)
-    self._generating = True
-    try: return self.base.generate(*args, **kwargs)
-    finally: self._generating = False
+    "`base.generate` with the adapter weights of `task_ids` built once for the whole call (every decoding step uses them)."
+    with torch.no_grad(): conditioning = self._conditioning_for(task_ids)
+    with self._conditioned(conditioning): return self.base.generate(*args, **kwargs)
 HyperFormerModel.generate = _generate
+
+# %% ../nbs/03_model.ipynb #a745c0dd
+def _checkpoint_contexts(self:HyperFormerModel):
+    "`context_fn` of `torch.utils.checkpoint`: nothing extra in the forward; the recompute runs in the forward's conditioning."
+    return nullcontext(), self._conditioned(self._conditioning)
+
+def _activation_checkpointing_enable(self:HyperFormerModel, activation_checkpointing_kwargs:dict|None=None, # for torch.utils.checkpoint
+                                     **kwargs, # every_n_layers, offload, ... (passed to the base model's method)
+                                    ) -> None:
+    "Enable activation checkpointing on the base model, with the recompute conditioned like the original forward."
+    ckpt = dict(activation_checkpointing_kwargs or {})
+    if ckpt.get("use_reentrant", False):
+        raise ValueError("activation checkpointing with use_reentrant=True cannot restore the task conditioning for the "
+                         "recompute; leave use_reentrant unset (or False) in gradient_checkpointing_kwargs")
+    if "context_fn" in ckpt: raise ValueError("context_fn is set by HyperFormerModel (it carries the task conditioning into the recompute); leave it out")
+    ckpt.update(use_reentrant=False, context_fn=self._checkpoint_contexts)
+    if hasattr(self.base, "activation_checkpointing_enable"):
+        self.base.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt, **kwargs)
+    else: self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt, **kwargs)
+
+def _gradient_checkpointing_enable(self:HyperFormerModel, gradient_checkpointing_kwargs:dict|None=None, **kwargs) -> None:
+    "Alias of `activation_checkpointing_enable` (the name older code and the HF Trainer of transformers < 5 use)."
+    self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+HyperFormerModel._checkpoint_contexts = _checkpoint_contexts
+HyperFormerModel.activation_checkpointing_enable = _activation_checkpointing_enable
+HyperFormerModel.gradient_checkpointing_enable = _gradient_checkpointing_enable
 
 # %% ../nbs/03_model.ipynb #3e6d1378
 ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"
