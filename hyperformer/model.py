@@ -26,10 +26,11 @@ from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site
 from .hypernet import build_adapters
 
 # %% auto #0
-__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'NO_CONDITIONING_MESSAGE', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME',
-           'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model', 'load_base_model',
-           'AdapterSite', 't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning',
-           'HyperFormerModel', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount', 'paper_formula',
+__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'NO_CONDITIONING_MESSAGE', 'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME',
+           'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
+           'load_base_model', 'AdapterSite', 't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters',
+           'Conditioning', 'HyperFormerModel', 'CheckpointError', 'check_finite_state', 'read_safetensors_checked',
+           'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount', 'paper_formula',
            'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
@@ -280,6 +281,82 @@ HyperFormerModel._checkpoint_contexts = _checkpoint_contexts
 HyperFormerModel.activation_checkpointing_enable = _activation_checkpointing_enable
 HyperFormerModel.gradient_checkpointing_enable = _gradient_checkpointing_enable
 
+# %% ../nbs/03_model.ipynb #debcb9ca
+class CheckpointError(ValueError):
+    "A checkpoint that cannot be trusted: unreadable, truncated, non-finite, or made for other base weights."
+
+def check_finite_state(state:dict[str, Tensor], # tensors by name
+                       source:str|Path, # where they come from (named in the error)
+                      ) -> dict[str, Tensor]:
+    "`state` unchanged, or a `CheckpointError` naming `source` and each tensor holding NaN or inf."
+    bad = {}
+    for name, t in state.items():
+        if t.is_floating_point():
+            n_bad = int((~torch.isfinite(t)).sum())
+            if n_bad: bad[name] = f"{name} ({n_bad} of {t.numel()} values)"
+    if bad:
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf) in {len(bad)} tensor(s): {', '.join(list(bad.values())[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}; the file is damaged or comes from a diverged run: load an earlier "
+                              "checkpoint (or the run's best/) instead, or retrain")
+    return state
+
+def read_safetensors_checked(path:str|Path # a .safetensors file
+                            ) -> dict[str, Tensor]:
+    "The tensors of `path`; a `CheckpointError` naming the file when it is unreadable, truncated or holds NaN/inf."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete")
+    try: state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError (bad header, truncation, random bytes)
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): it is truncated or "
+                              "damaged; load an earlier checkpoint (or the run's best/) instead, or retrain") from e
+    return check_finite_state(state, path)
+
+FINGERPRINT_SAMPLES = 4096
+
+def weights_fingerprint(named_tensors:dict[str, Tensor], # tensors by name (any device)
+                        samples:int=FINGERPRINT_SAMPLES, # values hashed per tensor
+                       ) -> str:
+    "sha256 over each tensor's name, shape and `samples` evenly strided values (as float32), in name order."
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name in sorted(named_tensors):
+            t = named_tensors[name].detach()
+            flat, n = t.reshape(-1), t.numel()
+            k = min(samples, n)
+            picked = flat[torch.arange(k, device=flat.device) * n // max(k, 1)]
+            h.update(f"{name}{tuple(t.shape)};".encode())
+            h.update(picked.float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+def _base_weights_fingerprint(self:HyperFormerModel) -> dict:
+    "The fingerprint of every frozen parameter: the weights an adapter file does not hold but depends on."
+    frozen = {n: p for n, p in self.named_parameters() if not p.requires_grad}
+    return {"sha256": weights_fingerprint(frozen), "tensors": len(frozen),
+            "scheme": f"sha256 of name, shape and {FINGERPRINT_SAMPLES} strided float32 values of each frozen tensor"}
+
+def _check_base_weights(self:HyperFormerModel, meta:dict, # the adapter's adapter_config.json
+                        directory:str|Path, # the adapter folder (named in the message)
+                        allow_other_base:bool=False, # load onto other base weights anyway
+                       ) -> None:
+    "Refuse an adapter whose recorded base-weight fingerprint differs from this model's (unless `allow_other_base`)."
+    saved, name = meta["base_model"].get("weights_fingerprint"), meta["base_model"].get("name_or_path")
+    if saved is None:
+        warnings.warn(f"{directory} records no fingerprint of its base model's weights (saved by an older hyperformer): "
+                      f"it cannot be checked that this model holds the weights it was trained on ({name!r})")
+        return
+    now = self.base_weights_fingerprint()
+    if now["sha256"] == saved.get("sha256"): return
+    detail = (f"fingerprint of its {saved.get('tensors')} frozen tensors {str(saved.get('sha256'))[:16]}..., this model's "
+              f"({now['tensors']} tensors) {now['sha256'][:16]}...")
+    if allow_other_base:
+        warnings.warn(f"loading the adapter in {directory} onto other base weights than it was trained on ({detail}), as asked")
+        return
+    raise CheckpointError(f"the adapter in {directory} was trained on other base weights than this model holds ({detail}; "
+                          f"same shapes, other values). Load the base it was trained on ({name!r}; for a random base, "
+                          "the same seed), or pass allow_other_base=True to load it anyway (e.g. the same weights in another precision)")
+
+HyperFormerModel.base_weights_fingerprint, HyperFormerModel._check_base_weights = _base_weights_fingerprint, _check_base_weights
+
 # %% ../nbs/03_model.ipynb #3e6d1378
 ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"
 BASE_FINGERPRINT_KEYS = ("model_type", "d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers",
@@ -299,9 +376,10 @@ def _save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write i
     "Write the trainable parameters and the adapter/base description to `directory`."
     directory = Path(directory)
     state = {n: p.detach().contiguous().cpu() for n, p in self._trainable_state().items()}
-    meta = {"format": "hyperformer-adapter", "format_version": 1, "hyperformer_version": hyperformer.__version__,
+    meta = {"format": "hyperformer-adapter", "format_version": 2, "hyperformer_version": hyperformer.__version__,
             "adapter_config": self.adapter_config.to_dict(),
-            "base_model": {"name_or_path": base_name_or_path or self.base.config.name_or_path, **base_fingerprint(self.base.config)},
+            "base_model": {"name_or_path": base_name_or_path or self.base.config.name_or_path, **base_fingerprint(self.base.config),
+                           "weights_fingerprint": self.base_weights_fingerprint()},
             "parameters": {n: list(t.shape) for n, t in state.items()}}
     atomic_write(directory / ADAPTER_WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(directory / ADAPTER_CONFIG_NAME, json.dumps(meta, indent=2))
@@ -312,8 +390,11 @@ def read_adapter_meta(directory:str|Path) -> dict:
     path = Path(directory) / ADAPTER_CONFIG_NAME
     if not path.is_file() or not (Path(directory) / ADAPTER_WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{directory} holds no hyperformer adapter: expected {ADAPTER_CONFIG_NAME} and {ADAPTER_WEIGHTS_NAME} (written by save_adapter)")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
+    try: meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise CheckpointError(f"{path} is not valid JSON ({e}): the adapter folder is damaged") from e
+    if not isinstance(meta, dict) or meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
+    missing = [k for k in ("adapter_config", "base_model") if not isinstance(meta.get(k), dict)]
+    if missing: raise CheckpointError(f"{path} lacks {missing} (written by save_adapter): the adapter folder is damaged")
     return meta
 
 def _check_base(meta:dict, config, directory) -> None:
@@ -324,8 +405,10 @@ def _check_base(meta:dict, config, directory) -> None:
         raise ValueError(f"the adapter in {directory} was trained on base {saved.get('name_or_path')!r}, which differs "
                          f"from the given base model ({detail}); load {saved.get('name_or_path')!r} as the base")
 
-def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel:
-    "Load a saved adapter into this model; method, tasks, sizes and base must match."
+def _load_adapter(self:HyperFormerModel, directory:str|Path, # a folder written by `save_adapter`
+                  allow_other_base:bool=False, # load even when this model's base weights differ from the adapter's
+                 ) -> HyperFormerModel:
+    "Load a saved adapter into this model; method, tasks, sizes and base (shape and weights) must match."
     meta = read_adapter_meta(directory)
     saved = AdapterConfig.from_dict(meta["adapter_config"])
     if saved != self.adapter_config:
@@ -334,7 +417,8 @@ def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel
                          + ", ".join(f"{k}: checkpoint {a!r} vs this model {b!r}" for k, (a, b) in diffs.items())
                          + "; build the model with HyperFormerModel.from_pretrained(directory, base) instead")
     _check_base(meta, self.base.config, directory)
-    state, params = load_file(str(Path(directory) / ADAPTER_WEIGHTS_NAME)), self._trainable_state()
+    self._check_base_weights(meta, directory, allow_other_base)
+    state, params = read_safetensors_checked(Path(directory) / ADAPTER_WEIGHTS_NAME), self._trainable_state()
     missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
     if missing or unexpected: raise ValueError(f"{directory}: parameters missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
@@ -346,11 +430,12 @@ def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel
 @classmethod
 def _from_pretrained(cls, directory:str|Path, # a folder written by `save_adapter`
                      base:PreTrainedModel, # the base model the adapter was trained on (freshly loaded)
+                     allow_other_base:bool=False, # load even when `base`'s weights differ from the adapter's
                     ) -> HyperFormerModel:
     "Build the saved method on `base` and load the adapter into it."
     meta = read_adapter_meta(directory)
     _check_base(meta, base.config, directory)
-    return cls(base, AdapterConfig.from_dict(meta["adapter_config"])).load_adapter(directory)
+    return cls(base, AdapterConfig.from_dict(meta["adapter_config"])).load_adapter(directory, allow_other_base)
 
 HyperFormerModel._trainable_state, HyperFormerModel.save_adapter, HyperFormerModel.load_adapter = _trainable_state, _save_adapter, _load_adapter
 HyperFormerModel.from_pretrained = _from_pretrained

@@ -2,6 +2,7 @@
 of the wrapper, refused checkpoints (non-finite, corrupt, other base weights). CPU, offline, tiny models."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,11 @@ import torch
 from transformers import TrainerCallback
 
 from hyperformer.config import AdapterConfig
-from hyperformer.model import HyperFormerModel, build_base_model
-from hyperformer.train import make_config, read_jsonl, train
+from safetensors.torch import load_file, save_file
+
+from hyperformer.model import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CheckpointError, HyperFormerModel, build_base_model,
+                               check_finite_state, read_adapter_meta, read_safetensors_checked)
+from hyperformer.train import evaluate_run, make_config, read_jsonl, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -70,12 +74,20 @@ class KeepEveryCheckpoint(TrainerCallback):
         shutil.copytree(Path(args.output_dir) / name, self.keep / name)
 
 
-def test_every_logged_validation_score_equals_a_fresh_process_rescore_of_that_checkpoint(tmp_path):
-    run, keep = tmp_path / "run", tmp_path / "kept"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    "A smoke run with the Trainer's own default optimizer, three evaluations, every evaluated checkpoint kept."
+    root = tmp_path_factory.mktemp("smoke")
+    run, keep = root / "run", root / "kept"
     config = make_config("smoke", method="hyperformer++", tasks="rte,stsb", max_steps=30, eval_steps=10,
                          max_eval_samples=24, output_dir=str(run))
     keeper = KeepEveryCheckpoint(keep)
     train(config, progress=False, callbacks=[keeper])
+    return run, keep, keeper
+
+
+def test_every_logged_validation_score_equals_a_fresh_process_rescore_of_that_checkpoint(smoke_run):
+    run, keep, keeper = smoke_run
     opt = getattr(keeper.optimizer, "optimizer", keeper.optimizer)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults.get("fused"), opt  # the Trainer's default: fused AdamW
     log = read_jsonl(run / "metrics.jsonl")
@@ -90,6 +102,8 @@ def test_every_logged_validation_score_equals_a_fresh_process_rescore_of_that_ch
     for r, ck in zip(log, ckpts):
         s = rescored[ck]
         assert (s["tasks"], s["avg_flat"], s["avg_macro"]) == (r["tasks"], r["avg_flat"], r["avg_macro"]), (r["step"], r, s)
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert best["step"] == max(log, key=lambda r: r["avg_flat"])["step"]  # best/ chosen on the true scores
 
 
 # --- item 2: conditioning lives exactly as long as one call of the wrapper ---------------------------------------------
@@ -160,3 +174,110 @@ def test_activation_checkpointing_that_cannot_restore_the_conditioning_is_refuse
     loss = m(**batch, task_ids=torch.tensor([0, 1, 1, 2])).loss
     with pytest.raises(RuntimeError, match="enable it on the wrapper"):
         loss.backward()
+
+
+# --- item 6 (model side): damaged checkpoints and other base weights are refused --------------------------------------
+
+def perturbed(method="hyperformer++", seed=3):
+    m = tiny(method, seed=seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad: p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def saved_adapter(tmp_path, method="hyperformer++", seed=3) -> Path:
+    d = tmp_path / f"{method}-{seed}"
+    perturbed(method, seed).save_adapter(d)
+    return d
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_an_adapter_with_non_finite_weights_is_refused_naming_file_and_tensor(tmp_path, value):
+    d = saved_adapter(tmp_path)
+    weights = d / ADAPTER_WEIGHTS_NAME
+    state = load_file(str(weights))
+    name = sorted(state)[-1]
+    state[name].view(-1)[:3] = value
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match=re.escape(f"{weights} holds non-finite weights (NaN or inf) in 1 tensor(s): {name} (3 of")):
+        tiny(seed=3).load_adapter(d)  # on main: loaded silently, every score 0
+    with pytest.raises(CheckpointError, match="non-finite"):
+        HyperFormerModel.from_pretrained(d, build_base_model("t5-tiny", seed=3))
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "empty", "header-only"])
+def test_an_unreadable_safetensors_file_is_refused_naming_the_file(tmp_path, damage):
+    d = saved_adapter(tmp_path)
+    weights = d / ADAPTER_WEIGHTS_NAME
+    data = weights.read_bytes()
+    weights.write_bytes({"random": os.urandom(len(data)), "truncated": data[:len(data) - 100], "empty": b"",
+                         "header-only": data[:8 + int.from_bytes(data[:8], "little")]}[damage])
+    with pytest.raises(CheckpointError, match=re.escape(str(weights)) + r" is not a readable safetensors file \(.*\): it is truncated or damaged"):
+        tiny(seed=3).load_adapter(d)  # on main: a traceback from safetensors that names no file
+
+
+def test_the_checks_are_reusable_functions(tmp_path):
+    ok = {"a": torch.ones(3), "ids": torch.arange(3)}
+    assert check_finite_state(ok, "somewhere") is ok
+    with pytest.raises(CheckpointError, match=r"x\.safetensors holds non-finite.*: b \(1 of 2 values\)"):
+        check_finite_state({"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")])}, "x.safetensors")
+    path = tmp_path / "w.safetensors"
+    save_file(ok, str(path))
+    assert torch.equal(read_safetensors_checked(path)["a"], ok["a"])
+    with pytest.raises(FileNotFoundError, match="missing"): read_safetensors_checked(tmp_path / "nope.safetensors")
+
+
+def test_a_damaged_adapter_config_is_refused_naming_the_file(tmp_path):
+    d = saved_adapter(tmp_path)
+    (d / ADAPTER_CONFIG_NAME).write_text("{truncated")
+    with pytest.raises(CheckpointError, match=re.escape(f"{d / ADAPTER_CONFIG_NAME} is not valid JSON")): read_adapter_meta(d)
+    (d / ADAPTER_CONFIG_NAME).write_text(json.dumps({"format": "hyperformer-adapter", "adapter_config": {}}))
+    with pytest.raises(CheckpointError, match=r"lacks \['base_model'\]"): read_adapter_meta(d)
+
+
+def test_an_adapter_onto_other_base_weights_of_the_same_shape_is_refused_unless_allowed(tmp_path):
+    d = saved_adapter(tmp_path, seed=3)
+    assert read_adapter_meta(d)["base_model"]["weights_fingerprint"]["tensors"] > 0
+    HyperFormerModel.from_pretrained(d, build_base_model("t5-tiny", seed=3))  # its own base: fine
+    other = build_base_model("t5-tiny", seed=4)
+    with pytest.raises(CheckpointError, match=r"trained on other base weights.*allow_other_base=True"):
+        HyperFormerModel.from_pretrained(d, other)  # on main: accepted (same shapes)
+    with pytest.raises(CheckpointError, match="trained on other base weights"):
+        tiny(seed=4).load_adapter(d)
+    nudged = tiny(seed=3)
+    with torch.no_grad(): nudged.base.encoder.block[1].layer[1].DenseReluDense.wo.weight.mul_(1.001)  # one tensor differs
+    with pytest.raises(CheckpointError, match="trained on other base weights"): nudged.load_adapter(d)
+    with pytest.warns(UserWarning, match="other base weights"):
+        m = HyperFormerModel.from_pretrained(d, build_base_model("t5-tiny", seed=4), allow_other_base=True)
+    state = load_file(str(d / ADAPTER_WEIGHTS_NAME))
+    assert all(torch.equal(p, state[n]) for n, p in m._trainable_state().items())  # loaded as asked
+
+
+def test_a_finetune_checkpoint_holds_every_weight_so_any_base_of_its_shape_gives_the_same_model(tmp_path):
+    d = saved_adapter(tmp_path, "finetune")
+    assert read_adapter_meta(d)["base_model"]["weights_fingerprint"]["tensors"] == 0
+    batch, ids = a_batch(), torch.tensor([0, 1, 2, 0])
+    a = HyperFormerModel.from_pretrained(d, build_base_model("t5-tiny", seed=4)).eval()
+    b = HyperFormerModel.from_pretrained(d, build_base_model("t5-tiny", seed=5)).eval()
+    with torch.no_grad(): assert torch.equal(a(**batch, task_ids=ids).logits, b(**batch, task_ids=ids).logits)
+
+
+def test_an_adapter_saved_without_a_fingerprint_loads_with_a_warning(tmp_path):
+    d = saved_adapter(tmp_path)
+    meta = json.loads((d / ADAPTER_CONFIG_NAME).read_text())
+    del meta["base_model"]["weights_fingerprint"]; meta["format_version"] = 1
+    (d / ADAPTER_CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="records no fingerprint of its base model's weights"):
+        tiny(seed=4).load_adapter(d)
+
+
+def test_evaluating_a_run_checkpoint_with_nan_weights_is_refused(smoke_run, tmp_path):
+    run, keep, _ = smoke_run
+    bad = tmp_path / "checkpoint-nan"
+    shutil.copytree(keep / "checkpoint-10", bad)
+    state = load_file(str(bad / ADAPTER_WEIGHTS_NAME))
+    for t in state.values(): t.fill_(float("nan"))
+    save_file(state, str(bad / ADAPTER_WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match=re.escape(f"{bad / ADAPTER_WEIGHTS_NAME} holds non-finite weights")):
+        evaluate_run(run, splits="validation", checkpoint=bad)  # on main: scores 0.00, exit 0
