@@ -165,6 +165,19 @@ def test_activation_checkpointing_recomputes_with_the_forward_conditioning(metho
     assert m._conditioning is None
 
 
+def test_the_trainers_activation_checkpointing_goes_through_the_wrapper(tmp_path):
+    from transformers import Trainer, TrainingArguments
+    m, g = tiny(), torch.Generator().manual_seed(0)
+    rows = [dict(input_ids=torch.randint(2, 384, (9,), generator=g), attention_mask=torch.ones(9, dtype=torch.long),
+                 labels=torch.randint(2, 384, (3,), generator=g), task_ids=torch.tensor(i % 3)) for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, activation_checkpointing=True,
+                             report_to=[], use_cpu=True, save_strategy="no", remove_unused_columns=False, disable_tqdm=True)
+    out = Trainer(model=m, args=args, train_dataset=rows).train()
+    assert torch.isfinite(torch.tensor(out.training_loss))
+    ckpt = m.base.encoder.block[0]._gradient_checkpointing_func
+    assert m.base.encoder.block[0].gradient_checkpointing and ckpt.keywords["context_fn"] == m._checkpoint_contexts
+
+
 def test_activation_checkpointing_that_cannot_restore_the_conditioning_is_refused():
     m, batch = tiny(), a_batch()
     with pytest.raises(ValueError, match="use_reentrant=True"):
