@@ -29,6 +29,11 @@ def notebook_title(nb) -> tuple[str, str]:
     return "", ""
 
 
+def page_name(notebook:Path) -> str:
+    "The HTML page of a notebook; `index.ipynb` (the tour) must not take the site index's name."
+    return "index_notebook.html" if notebook.stem == "index" else f"{notebook.stem}.html"
+
+
 def build(out_dir:Path, nbs_dir:Path=ROOT / "nbs") -> list[Path]:
     "Render every `nbs_dir/*.ipynb` to `out_dir/<name>.html` plus `out_dir/index.html`; returns the written pages."
     notebooks = sorted(nbs_dir.glob("*.ipynb"))
@@ -42,7 +47,7 @@ def build(out_dir:Path, nbs_dir:Path=ROOT / "nbs") -> list[Path]:
             nb = nbformat.read(path, as_version=4)
             title, summary = notebook_title(nb)
             body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or path.stem}})
-            page = staging / f"{path.stem}.html"
+            page = staging / page_name(path)
             page.write_text(body, encoding="utf-8"); pages.append(out_dir / page.name)
             has_output = any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
             rows.append(f'<tr><td><a href="{html.escape(page.name)}">{html.escape(path.name)}</a></td>'
