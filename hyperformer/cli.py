@@ -43,7 +43,6 @@ def run_params(args:argparse.Namespace) -> int:
 
 # %% ../nbs/10_cli.ipynb #0f7c4d06
 import dataclasses
-import typing
 from pathlib import Path
 
 from .train import PROFILES, ExperimentConfig, RunError, evaluate_run, make_config, train
