@@ -114,7 +114,7 @@ def test_a_local_model_folder_of_a_supported_family(tmp_path):
 def test_ddp_on_cpu_with_two_processes(tmp_path):
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     run = tmp_path / "ddp"
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "hyperformer.cli", "train", "--profile", "smoke",
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hyperformer.cli", "train", "--profile", "smoke",
                            "--model", "bert-tiny", "--tasks", "rte,cola,stsb", "--max-steps", "20", "--eval-steps", "10",
                            "--max-eval-samples", "24", "--output-dir", str(run), "--no-progress"],
                           capture_output=True, text=True, env=ENV, timeout=300)
