@@ -10,12 +10,14 @@ import json
 import os
 import sys
 
-from .config import METHODS, positive_int_arg
+from functools import partial
+
+from .config import MAX_TASKS, METHODS, check_field_types, positive_int_arg
 from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
-__all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train', 'add_eval_parser', 'run_eval',
-           'build_parser', 'main']
+__all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'read_config_file', 'config_from_args', 'run_train',
+           'add_eval_parser', 'run_eval', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -23,7 +25,7 @@ def add_params_parser(subparsers) -> None:
     p = subparsers.add_parser("params", help="parameter accounting of a method on a T5 shape (Table 1 columns)")
     p.add_argument("--model", default="t5-base", help=f"architecture: {', '.join(T5_ARCHITECTURES)} (or a hub id of one)")
     p.add_argument("--method", default="hyperformer++", choices=METHODS)
-    p.add_argument("--n-tasks", type=positive_int_arg, default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
+    p.add_argument("--n-tasks", type=partial(positive_int_arg, maximum=MAX_TASKS), default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
     p.add_argument("--reduction-factor", type=positive_int_arg, default=32, help="adapter reduction factor r (d = d_model / r)")
     p.add_argument("--single-task", action=argparse.BooleanOptionalAction, default=None,
                    help="one model per task (default: only for 'adapters'; use with finetune for the T5 single-task row)")
@@ -74,10 +76,22 @@ def add_train_parser(subparsers) -> None:
         else: p.add_argument(flag, dest=f.name, type=cast, default=None)
     p.set_defaults(run=run_train)
 
+def read_config_file(path:str|Path) -> dict:
+    "The ExperimentConfig fields of a `--config` JSON file (or of a run's config.json), checked by type; errors name the file."
+    where = f"--config {path}"
+    try: values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError: raise FileNotFoundError(f"{where}: no such file") from None
+    except UnicodeDecodeError: raise ValueError(f"{where} is not UTF-8 text") from None
+    except json.JSONDecodeError as e: raise ValueError(f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if isinstance(values, dict) and isinstance(values.get("config"), dict): values = values["config"]  # a run's config.json works too
+    check_field_types(ExperimentConfig, values, where)
+    unknown = set(values) - {f.name for f in dataclasses.fields(ExperimentConfig)}
+    if unknown: raise ValueError(f"{where}: unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
+    return dict(values)
+
 def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
     "The resolved config of `train`'s arguments (file, then flags; profile defaults fill the rest)."
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
-    values = values.get("config", values)  # a run's config.json works too
+    values = read_config_file(args.config) if args.config else {}
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"profile"}
     values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
     profile = args.profile or values.pop("profile", None) or "smoke"

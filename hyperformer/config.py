@@ -82,7 +82,7 @@ def _kind_ok(kind:str, value:Any) -> bool:
     if kind == "int": return isinstance(value, int) and not isinstance(value, bool)
     if kind == "float": return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "str": return isinstance(value, str)
-    if kind.startswith("tuple"): return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    if kind.startswith("tuple"): return isinstance(value, str) or isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
     return True  # an annotation this check does not know: leave it to the field's own validation
 
 def field_type_error(cls:type, # a dataclass
@@ -94,7 +94,7 @@ def field_type_error(cls:type, # a dataclass
     if annotation is None: return None
     kinds = [k.strip() for k in annotation.split("|")]
     if any(_kind_ok(k, value) for k in kinds): return None
-    wanted = " or ".join(_KIND_TEXT.get(k, "a list of names" if k.startswith("tuple") else k) for k in kinds)
+    wanted = " or ".join(_KIND_TEXT.get(k, "a list of names (or comma-separated text)" if k.startswith("tuple") else k) for k in kinds)
     hint = ""
     if isinstance(value, str) and "bool" in kinds: hint = f' (JSON true/false without quotes, not "{value}")'
     elif isinstance(value, str) and {"int", "float"} & set(kinds): hint = " (write the number without quotes)"

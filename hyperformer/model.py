@@ -19,6 +19,7 @@ from transformers.activations import ACT2FN
 
 import hyperformer
 from .config import AdapterConfig, atomic_write, atomic_write_text, check_positive_int
+from .config import MAX_TASKS
 from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, site_index, split_sites
 from .hypernet import build_adapters
 
@@ -291,7 +292,18 @@ def read_adapter_meta(directory:str|Path) -> dict:
         raise FileNotFoundError(f"{directory} holds no hyperformer adapter: expected {ADAPTER_CONFIG_NAME} and {ADAPTER_WEIGHTS_NAME} (written by save_adapter)")
     meta = json.loads(path.read_text())
     if meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
+    _check_adapter_meta(meta, path)
     return meta
+
+def _check_adapter_meta(meta:dict, path:Path) -> None:
+    "Refuse an adapter_config.json that lacks a key `load_adapter` reads, or whose adapter_config has values of the wrong type."
+    config = meta.get("adapter_config")
+    missing = [k for k in ("adapter_config", "base_model") if not isinstance(meta.get(k), dict)]
+    missing += [f"adapter_config.{k}" for k in ("method", "tasks") if isinstance(config, dict) and k not in config]
+    if missing: raise ValueError(f"{path} lacks {', '.join(missing)}; it was not written by save_adapter or was edited. "
+                                 "Save the adapter again (HyperFormerModel.save_adapter) or restore the file")
+    try: AdapterConfig.from_dict(config)
+    except (ValueError, TypeError) as e: raise ValueError(f"{path}: adapter_config: {e}") from None
 
 def _check_base(meta:dict, config, directory) -> None:
     saved = meta["base_model"]
@@ -400,7 +412,7 @@ def parameter_report(model:str="t5-base", # a built-in architecture name or hub 
                      **adapter_kwargs, # other AdapterConfig fields (ablations, dims)
                     ) -> ParameterCount:
     "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
-    check_positive_int("n_tasks", n_tasks)
+    check_positive_int("n_tasks", n_tasks, maximum=MAX_TASKS)  # a huge count would build a huge task list
     single = method == "adapters" if single_task is None else single_task
     tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
     config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)

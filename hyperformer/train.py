@@ -24,6 +24,7 @@ from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArgumen
 
 import hyperformer
 from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text, check_choice, check_positive_int
+from .config import check_field_types, check_positive_float, check_seed
 from .model import (HyperFormerModel, build_base_model, load_base_model, read_adapter_meta,
                                ADAPTER_WEIGHTS_NAME)
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
@@ -33,12 +34,13 @@ from .metrics import compute_task_metrics, count_invalid, glue_average
 
 # %% auto #0
 __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
-           'BASE_DEFAULTS', 'SMOKE_EXPERIMENT', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer',
-           'read_run_config', 'model_tasks', 'build_model', 'build_datasets', 'generate_predictions', 'evaluate_tasks',
-           'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer',
-           'write_predictions', 'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name',
-           'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir',
-           'fewshot_budget']
+           'BASE_DEFAULTS', 'SMOKE_EXPERIMENT', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'ExperimentConfig', 'make_config',
+           'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'check_target_length',
+           'build_datasets', 'generate_predictions', 'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl',
+           'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions', 'fewshot_copies',
+           'init_from_source', 'check_precision', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
+           'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget',
+           'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -101,6 +103,7 @@ class ExperimentConfig:
     output_dir:str # the run directory
 
     def __post_init__(self):
+        check_field_types(ExperimentConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         check_choice("profile", self.profile, tuple(PROFILES)); check_choice("method", self.method, METHODS)
         check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS); check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("sampling", self.sampling, SAMPLING_MODES); check_choice("precision", self.precision, PRECISIONS)
@@ -117,14 +120,38 @@ class ExperimentConfig:
             raise ValueError(f"method='adapters' trains one task per run, got tasks={self.tasks}; run once per task or use adapters-shared")
         if self.init_from is None and not set(self.eval_tasks) <= set(self.tasks):
             raise ValueError(f"eval_tasks {sorted(set(self.eval_tasks) - set(self.tasks))} are not training tasks {self.tasks}")
+        _check_values(self)
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
     @classmethod
     def from_dict(cls, d:dict) -> ExperimentConfig:
+        check_field_types(cls, d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        if missing: raise ValueError(f"the experiment config lacks {missing}; a complete config is written by `hyperformer train` (a partial one: use make_config)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     def replace(self, **changes) -> ExperimentConfig: return dataclasses.replace(self, **changes)
+
+# %% ../nbs/07_train.ipynb #f6ab53cb
+def _check_values(config:ExperimentConfig) -> None:
+    "Range checks beyond the choices: finite floats, seeds numpy and torch accept, knobs that apply to the method."
+    check_positive_float("learning_rate", config.learning_rate)
+    check_positive_float("temperature", config.temperature, hint=" (1: proportional to the task sizes, the paper's 10, large: uniform)")
+    check_positive_float("max_grad_norm", config.max_grad_norm, allow_inf=True,
+                         hint="; pass --max-grad-norm inf (JSON: Infinity) to turn gradient clipping off")
+    for name in ("seed", "data_seed", "sampler_seed"): check_seed(name, getattr(config, name))
+    if config.warmup_steps < 0: raise ValueError(f"warmup_steps={config.warmup_steps} must be >= 0")
+    if config.max_eval_samples is not None: check_positive_int("max_eval_samples", config.max_eval_samples)
+    if config.stsb_rounding is not None: check_choice("stsb_rounding", config.stsb_rounding, (0.2, 0.1))
+    if config.ablation != "full" and config.method == "finetune":
+        raise ValueError(f"ablation={config.ablation!r} removes a part of the adapter model, but method='finetune' has no adapters; "
+                         "drop --ablation (or use --ablation full), or choose --method hyperformer (Table 4)")
+    if config.data_source == "sample" and config.data_dir is not None:
+        raise ValueError(f"data_dir={config.data_dir!r} would be ignored: data_source='sample' reads the shipped samples; "
+                         "pass --data-source local to read data_dir, or drop --data-dir")
+    if config.data_source == "local" and config.data_dir is None:
+        raise ValueError("data_source='local' needs --data-dir (the folder of raw task files)")
 
 # %% ../nbs/07_train.ipynb #05b9b826
 BASE_DEFAULTS = dict(method="hyperformer++", tasks=GLUE_TASKS, eval_tasks=None, label_smoothing=0.1, temperature=10.0,
@@ -145,6 +172,8 @@ def make_config(profile:str="smoke", # smoke | paper | reference
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
     values = {**BASE_DEFAULTS, **PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}, "profile": profile}
+    if values["data_dir"] is not None and overrides.get("data_source") is None and values["data_source"] == "sample":
+        values["data_source"] = "local"  # a given data_dir means its data, not the profile's shipped samples
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]
     values["data_seed"] = values["seed"] if values["data_seed"] is None else values["data_seed"]
@@ -172,7 +201,12 @@ def read_run_config(run_dir:str|Path) -> ExperimentConfig:
     "The resolved config saved in a run directory."
     path = Path(run_dir) / "config.json"
     if not path.is_file(): raise FileNotFoundError(f"{run_dir} is not a run directory: {path} is missing")
-    return ExperimentConfig.from_dict(json.loads(path.read_text())["config"])
+    try: saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ValueError(f"{path} lacks the key 'config' (the resolved experiment config written by `hyperformer train`)")
+    try: return ExperimentConfig.from_dict(saved["config"])
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 def model_tasks(config:ExperimentConfig) -> tuple[str, ...]:
     "The model's task list: the training tasks, after the source run's tasks for a few-shot run."
@@ -201,12 +235,22 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
     return model
 
 # %% ../nbs/07_train.ipynb #4650284d
+def check_target_length(config:ExperimentConfig, tokenizer, tasks:tuple[str, ...]) -> None:
+    "Refuse a `max_target_length` that truncates a label of `tasks` (every target would be cut, every score meaningless)."
+    need = {t: generation_length(t, tokenizer, config.split_protocol) for t in tasks}
+    task = max(need, key=need.get)
+    if config.max_target_length < need[task]:
+        raise ValueError(f"max_target_length={config.max_target_length} is shorter than the longest label of {task} "
+                         f"({need[task]} tokens with EOS under this tokenizer): targets would be cut; "
+                         f"pass --max-target-length {need[task]} or more")
+
 def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and tokenizer
                    tasks:tuple[str, ...]|None=None, # default: training tasks plus eval tasks
                    splits:tuple[str, ...]=("train", "validation", "test"),
                   ) -> dict[str, dict[str, Any]]:
     "`{task: {split: tokenised Dataset}}` for the run."
     names, all_tasks = tasks or tuple(dict.fromkeys(config.tasks + config.eval_tasks)), model_tasks(config)
+    check_target_length(config, tokenizer, names)
     out = {}
     for name in names:
         try:
@@ -426,8 +470,19 @@ def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[st
     return copies
 
 # %% ../nbs/07_train.ipynb #0b8bf81a
+def check_precision(precision:str, # fp32 | bf16 | fp16
+                    cuda:bool|None=None, # default: torch.cuda.is_available()
+                   ) -> None:
+    "Refuse a precision this machine cannot train in: fp16 needs a GPU; bf16 a CPU or a GPU that supports it."
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if precision == "fp16" and not cuda:
+        raise ValueError("precision='fp16' needs a CUDA GPU and none is available; use --precision fp32 (or bf16) on a CPU")
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' is not supported by this GPU; use --precision fp16 or fp32")
+
 def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTrainingArguments:
     cuda = torch.cuda.is_available()
+    check_precision(config.precision, cuda)
     return Seq2SeqTrainingArguments(
         output_dir=str(Path(config.output_dir) / "checkpoints"), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.eval_batch_size,
@@ -523,6 +578,8 @@ def evaluate_run(run_dir:str|Path, # a run directory
     "`{split: scores}` of a saved run's checkpoint."
     config = read_run_config(run_dir)
     tasks = _task_tuple(tasks) if tasks else config.eval_tasks
+    lacking = [t for t in tasks if t not in model_tasks(config)]
+    if lacking: raise ValueError(f"--tasks {','.join(lacking)}: the run in {run_dir} has no such task; its tasks are {','.join(model_tasks(config))}")
     splits = (splits,) if isinstance(splits, str) else tuple(splits)
     for s in splits: check_choice("split", s, ("validation", "test"))
     tokenizer = build_tokenizer(config)
@@ -590,6 +647,65 @@ def results_dir(name:str, given:str|Path|None=None) -> Path:
 # %% ../nbs/07_train.ipynb #810646fa
 def fewshot_budget(profile:str, k:int, steps:int|None=None) -> dict:
     "`max_steps`, `batch_size` and `eval_steps` of a k-shot run (`steps` overrides the length)."
+    check_positive_int("k", k)
+    if steps is not None: check_positive_int("steps", steps)
     batch = min(PROFILES[profile]["batch_size"], k)
-    steps = steps or (10 if profile == "smoke" else max(1000, math.ceil(100 * k / batch)))
+    steps = steps if steps is not None else (10 if profile == "smoke" else max(1000, math.ceil(100 * k / batch)))
     return dict(max_steps=steps, batch_size=batch, eval_steps=max(1, steps // (2 if profile == "smoke" else 20)))
+
+# %% ../nbs/07_train.ipynb #c0542fe2
+from .tasks import FEW_SHOT_TASKS
+from .data import load_sample
+
+MODEL_SIZES = ("small", "base")  # the paper's T5 sizes
+FEWSHOT_CAPS = {"cb": 250}  # the paper's few-shot grid stops at CB's 250 training rows
+
+def int_param(name:str, # the notebook parameter
+              value, # its value (None: `default`)
+              default:int|None=None, # value when None
+              minimum:int=1, # smallest allowed value (0 for seeds)
+             ) -> int|None:
+    "An integer notebook parameter: an int, or text of one; `4.5`, `True` or a value below `minimum` are refused."
+    if value is None: return default
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.lstrip("-").isdigit(): text = int(text)
+    if isinstance(text, float) and text.is_integer() and not isinstance(value, str): text = int(text)
+    if not isinstance(text, int) or isinstance(text, bool) or text < minimum:
+        raise ValueError(f"parameter {name}={value!r} must be an integer >= {minimum}")
+    return text
+
+def int_grid(name:str, value, default:str|tuple|None=None, minimum:int=1) -> tuple[int, ...]:
+    "A comma-separated (or list) integer notebook parameter; None means `default`; empty or bad values are refused."
+    given = default if value is None else value
+    items = [v.strip() for v in given.split(",")] if isinstance(given, str) else list(given) if isinstance(given, (list, tuple)) else [given]
+    out = tuple(int_param(name, v, minimum=minimum) for v in items if v != "")
+    if not out: raise ValueError(f"parameter {name}={value!r} names no value; give e.g. {name}=4,16")
+    return out
+
+def fewshot_tasks(value) -> tuple[str, ...]:
+    "The few-shot tasks named by a notebook parameter (None: all seven); a GLUE or unknown task is refused."
+    names = tuple(get_task(t).name for t in as_tuple(value)) or FEW_SHOT_TASKS
+    for t in names: check_choice("task", t, FEW_SHOT_TASKS)
+    return names
+
+def paper_size(size:str|None, model:str|None, profile:str) -> str:
+    "The paper's T5 size whose rows a table compares with: `size`, else from the model name (smoke: small)."
+    if size is None: return "base" if (model and "base" in str(model)) or (model is None and profile != "smoke") else "small"
+    check_choice("size", size, MODEL_SIZES)
+    return size
+
+def train_rows(task:str, profile:str, data_dir:str|None=None) -> int:
+    "Training rows `task` offers under `profile`: the shipped sample, else the official train split (less the held-out validation rows)."
+    spec, defaults = get_task(task), PROFILES[profile]
+    if defaults["data_source"] == "sample" and data_dir is None: return len(load_sample(spec, "train"))
+    rows = spec.official_sizes[spec.split_map["train"]]
+    return rows - 1000 if defaults["split_protocol"] == "paper" and spec.paper_group == "large" else rows
+
+def fewshot_k(task:str, k:int, profile:str, data_dir:str|None=None) -> int:
+    "The k of a few-shot run of `task` (CB capped at 250); a k above the task's training rows is refused."
+    k = min(int_param("k", k), FEWSHOT_CAPS.get(task, k))
+    rows = train_rows(task, profile, data_dir)
+    if k > rows: raise ValueError(f"k={k} is above the {rows} training rows of {task} under profile {profile!r}"
+                                  f"{'' if data_dir else ' (shipped samples)' if PROFILES[profile]['data_source'] == 'sample' else ''}; "
+                                  f"drop it from k_grid or use k <= {rows}")
+    return k
