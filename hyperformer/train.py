@@ -678,7 +678,9 @@ def int_grid(name:str, value, default:str|tuple|None=None, minimum:int=1) -> tup
     "A comma-separated (or list) integer notebook parameter; None means `default`; empty or bad values are refused."
     given = default if value is None else value
     items = [v.strip() for v in given.split(",")] if isinstance(given, str) else list(given) if isinstance(given, (list, tuple)) else [given]
-    out = tuple(int_param(name, v, minimum=minimum) for v in items if v != "")
+    try: out = tuple(int_param(name, v, minimum=minimum) for v in items if v != "")
+    except ValueError:
+        raise ValueError(f"parameter {name}={value!r} must be an integer >= {minimum} or a comma-separated list of them") from None
     if not out: raise ValueError(f"parameter {name}={value!r} names no value; give e.g. {name}=4,16")
     return out
 
