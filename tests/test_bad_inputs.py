@@ -81,6 +81,12 @@ def test_max_target_length_shorter_than_a_label_is_refused(tmp_path):
     assert "--max-target-length 2 or more" in err
 
 
+def test_empty_targets_are_detected_not_scored_100():
+    from hyperformer.metrics import compute_task_metrics
+    with pytest.raises(ValueError, match=r"rte: 3 of 3 references are not label strings .*raise max_target_length"):
+        compute_task_metrics("rte", ["", "", ""], ["", "", ""])
+
+
 def test_data_dir_under_the_smoke_profile_reads_that_folder(tmp_path):
     assert make_config("smoke", data_dir=str(tmp_path)).data_source == "local"
     code, err = train_cli(tmp_path, "--data-dir", tmp_path / "glue")  # an empty folder: its missing file is named
