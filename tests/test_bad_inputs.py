@@ -184,8 +184,8 @@ def saved_adapter(tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda m: m.pop("base_model"), "lacks base_model"),
-    (lambda m: m["adapter_config"].pop("method"), "lacks adapter_config.method"),
+    (lambda m: m.pop("base_model"), "lacks ['base_model']"),
+    (lambda m: m["adapter_config"].pop("method"), "lacks ['adapter_config.method']"),
     (lambda m: m["adapter_config"].update(reduction_factor="16"), "adapter_config: reduction_factor='16' must be an integer"),
 ])
 def test_adapter_config_json_missing_a_key(saved_adapter, edit, message):
