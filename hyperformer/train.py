@@ -172,6 +172,7 @@ def make_config(profile:str="smoke", # smoke | paper | reference
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
     values = {**BASE_DEFAULTS, **PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}, "profile": profile}
+    values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}  # folders may be given as Paths
     if values["data_dir"] is not None and overrides.get("data_source") is None and values["data_source"] == "sample":
         values["data_source"] = "local"  # a given data_dir means its data, not the profile's shipped samples
     values["tasks"] = _task_tuple(values["tasks"])
