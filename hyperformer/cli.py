@@ -14,8 +14,8 @@ from .config import METHODS, positive_int_arg
 from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
-__all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train', 'add_eval_parser', 'run_eval',
-           'build_parser', 'main']
+__all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'resume_command', 'run_train',
+           'add_eval_parser', 'run_eval', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -42,6 +42,7 @@ def run_params(args:argparse.Namespace) -> int:
 
 # %% ../nbs/10_cli.ipynb #0f7c4d06
 import dataclasses
+import shlex
 import typing
 from pathlib import Path
 
@@ -84,8 +85,23 @@ def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
     values.pop("profile", None)
     return make_config(profile, **values)
 
+def resume_command(config:ExperimentConfig, progress:bool=True) -> str|None:
+    "The command that continues an interrupted `hyperformer train` of `config` (None before its config.json is written)."
+    saved = Path(config.output_dir) / "config.json"
+    if not saved.is_file(): return None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = "hyperformer" if world == 1 else f"torchrun --nproc_per_node {world} -m hyperformer.cli"
+    return f"{launcher} train --config {shlex.quote(str(saved))} --resume" + ("" if progress else " --no-progress")
+
 def run_train(args:argparse.Namespace) -> int:
-    result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    config = config_from_args(args)
+    try: result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            command = resume_command(config, not args.no_progress)
+            print("hyperformer train: interrupted. " + (f"Continue the run with:\n  {command}" if command else
+                  "Nothing was saved yet: run the same command again."), file=sys.stderr, flush=True)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0: print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
                       "test_avg_flat": result["test"]["avg_flat"], "test_avg_macro": result["test"]["avg_macro"]}))
     return 0
@@ -123,9 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 def main(argv:list[str]|None=None) -> int:
-    "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message."
+    "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message, Ctrl-C with 130."
     args = build_parser().parse_args(argv)
     try: return args.run(args)
+    except KeyboardInterrupt:
+        print(f"hyperformer {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, OSError, RunError) as e:
         print(f"hyperformer {args.command}: error: {e}", file=sys.stderr)
         return 2
