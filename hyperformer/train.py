@@ -550,7 +550,7 @@ def checkpoint_problem(folder:str|Path, world_size:int=1) -> str|None:
     from transformers.trainer_pt_utils import safe_globals
     folder = Path(folder)
     try: manifest = json.loads((folder / CHECKPOINT_MANIFEST).read_text()); files, saved_world = dict(manifest["files"]), int(manifest["world_size"])
-    except FileNotFoundError: return f"it has no {CHECKPOINT_MANIFEST} (written last), so its save did not finish"
+    except FileNotFoundError: return f"it has no {CHECKPOINT_MANIFEST} (written last), so its save did not finish (or a hyperformer older than the manifest wrote it)"
     except (OSError, ValueError, KeyError, TypeError) as e: return f"its {CHECKPOINT_MANIFEST} is unreadable ({e})"
     if saved_world != world_size:
         return f"it was saved by {saved_world} processes and this run has {world_size}: the RNG states cannot be restored; resume with {saved_world}"

@@ -20,7 +20,7 @@ from hyperformer.cli import main
 from hyperformer.config import atomic_write, atomic_write_text
 from hyperformer.model import ADAPTER_WEIGHTS_NAME
 from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, RUN_MARKER, RunError, RunLock, _restore_best_dir, make_config,
-                               read_jsonl, train, write_run_marker)
+                               read_jsonl, train, write_checkpoint_manifest, write_run_marker)
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 CLI = [str(Path(sys.executable).with_name("hyperformer"))]
@@ -117,6 +117,13 @@ def _truncate(name):
     return lambda d: os.truncate(d / name, (d / name).stat().st_size // 2)
 
 
+def _nan_weights(d):
+    "NaN weights under a manifest that matches them: what a run that diverged just before its save leaves."
+    from safetensors.torch import save_file
+    weights = load_file(str(d / ADAPTER_WEIGHTS_NAME)); next(iter(weights.values())).fill_(float("nan"))
+    save_file(weights, str(d / ADAPTER_WEIGHTS_NAME)); write_checkpoint_manifest(d)
+
+
 @pytest.mark.parametrize("damage,reason", [
     (lambda d: (d / "optimizer.pt").unlink(), "optimizer.pt is missing"),
     (lambda d: (d / "scheduler.pt").unlink(), "scheduler.pt is missing"),
@@ -124,7 +131,8 @@ def _truncate(name):
     (_truncate(ADAPTER_WEIGHTS_NAME), f"{ADAPTER_WEIGHTS_NAME} has .* bytes, its manifest says .* \\(truncated"),
     (_truncate("optimizer.pt"), "optimizer.pt has .* bytes, its manifest says .* \\(truncated"),
     (lambda d: (d / CHECKPOINT_MANIFEST).unlink(), "it has no checkpoint_manifest.json .*its save did not finish"),
-], ids=["no-optimizer", "no-scheduler", "no-rng", "truncated-weights", "truncated-optimizer", "no-manifest"])
+    (_nan_weights, f"{ADAPTER_WEIGHTS_NAME} holds NaN or inf in "),
+], ids=["no-optimizer", "no-scheduler", "no-rng", "truncated-weights", "truncated-optimizer", "no-manifest", "nan-weights"])
 def test_resume_skips_a_damaged_newest_checkpoint_and_matches_the_uninterrupted_run(tmp_path, whole, capsys, damage, reason):
     run = copy_unfinished(whole, tmp_path / "run")
     damage(run / "checkpoints" / "checkpoint-16")
