@@ -238,5 +238,9 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"best_step"') == 1  # the summary comes from rank 0 only
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [10, 20]
+    # rank 0 held the run's lock for the job (released at the end); the checkpoint is complete for 2 processes
+    assert (run / ".hyperformer-run").is_file() and not (run / ".hyperformer-lock").exists()
+    manifest = json.loads((latest_checkpoint(run) / "checkpoint_manifest.json").read_text())
+    assert manifest["world_size"] == 2 and {"rng_state_0.pth", "rng_state_1.pth"} <= set(manifest["files"])
     logged = json.loads((run / "test_metrics.json").read_text())
     assert evaluate_run(run)["test"]["tasks"] == logged["tasks"]
