@@ -728,7 +728,8 @@ def _run_status(config:ExperimentConfig) -> str:
     "empty | finished | unfinished (same config) | different."
     run = Path(config.output_dir)
     if not (run / "config.json").is_file(): return "empty" if _is_blank(run) else "different"
-    saved = json.loads((run / "config.json").read_text())["config"]
+    try: saved = json.loads((run / "config.json").read_text())["config"]
+    except (ValueError, KeyError, TypeError): return "different"  # another program's config.json (a model folder, ...)
     if saved != config.to_dict(): return "different"
     return "finished" if (run / "result.json").is_file() else "unfinished"
 

@@ -78,6 +78,12 @@ def test_overwrite_refuses_folders_that_are_not_one_run_of_this_package(tmp_path
     with pytest.raises(RunError, match=r"refuses to delete .*thesis: it is not a hyperformer run \(no .hyperformer-run marker"):
         train(config(thesis), overwrite=True, progress=False)
     assert (thesis / "notes" / "thesis.tex").read_text() == "three years"
+    model_dir = tmp_path / "t5"; model_dir.mkdir(); (model_dir / "config.json").write_text('{"model_type": "t5"}')
+    with pytest.raises(RunError, match=r"holds a different run \(it is not a run directory\)"):
+        train(config(model_dir), progress=False)
+    with pytest.raises(RunError, match="it is not a hyperformer run"):
+        train(config(model_dir), overwrite=True, progress=False)
+    assert (model_dir / "config.json").is_file()
     runs = tmp_path / "runs"
     for name in ("a", "b"): (runs / name).mkdir(parents=True); write_run_marker(runs / name)
     with pytest.raises(RunError, match=r"it holds other runs \(a, b\)"):
