@@ -17,8 +17,8 @@ from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
 __all__ = ['FIELD_CHOICES', 'add_params_parser', 'run_params', 'add_train_parser', 'read_config_file', 'config_from_args',
-           'run_train', 'add_eval_parser', 'run_eval', 'profile_in_argv', 'document_train_flags', 'default_threads',
-           'set_threads', 'reporting_callbacks', 'build_parser', 'main']
+           'resume_command', 'run_train', 'add_eval_parser', 'run_eval', 'profile_in_argv', 'document_train_flags',
+           'default_threads', 'set_threads', 'reporting_callbacks', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -45,6 +45,7 @@ def run_params(args:argparse.Namespace) -> int:
 
 # %% ../nbs/10_cli.ipynb #0f7c4d06
 import dataclasses
+import shlex
 from pathlib import Path
 
 from .train import PROFILES, ExperimentConfig, RunError, evaluate_run, make_config, train
@@ -98,10 +99,24 @@ def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
     values.pop("profile", None)
     return make_config(profile, **values)
 
+def resume_command(config:ExperimentConfig, progress:bool=True) -> str|None:
+    "The command that continues an interrupted `hyperformer train` of `config` (None before its config.json is written)."
+    saved = Path(config.output_dir) / "config.json"
+    if not saved.is_file(): return None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = "hyperformer" if world == 1 else f"torchrun --nproc_per_node {world} -m hyperformer.cli"
+    return f"{launcher} train --config {shlex.quote(str(saved))} --resume" + ("" if progress else " --no-progress")
+
 def run_train(args:argparse.Namespace) -> int:
     config = config_from_args(args)
-    result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                   callbacks=reporting_callbacks(getattr(args, "report_to", None), config.output_dir))
+    try: result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                        callbacks=reporting_callbacks(getattr(args, "report_to", None), config.output_dir))
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            command = resume_command(config, not args.no_progress)
+            print("hyperformer train: interrupted. " + (f"Continue the run with:\n  {command}" if command else
+                  "Nothing was saved yet: run the same command again."), file=sys.stderr, flush=True)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0: print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
                       "test_avg_flat": result["test"]["avg_flat"], "test_avg_macro": result["test"]["avg_macro"]}))
     return 0
@@ -222,12 +237,15 @@ def build_parser(profile:str|None=None # whose defaults `train --help` shows (No
     return parser
 
 def main(argv:list[str]|None=None) -> int:
-    "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message."
+    "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message, Ctrl-C with 130."
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(profile_in_argv(argv)).parse_args(argv)
     try:
         if args.command in ("train", "eval"): set_threads(args.threads)
         return args.run(args)
+    except KeyboardInterrupt:
+        print(f"hyperformer {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, OSError, RunError) as e:
         print(f"hyperformer {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -242,6 +242,7 @@ def atomic_write(path:str|Path, # the file to (over)write
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: follow the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
