@@ -40,10 +40,10 @@ __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PR
            'generate_predictions', 'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
            'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
            'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
-           'usable_checkpoint', 'prune_checkpoints', 'prepare_resume', 'fewshot_copies', 'init_from_source',
-           'check_precision', 'train', 'evaluate_run', 'run_name', 'default_runs_root', 'run_experiment', 'result_rows',
-           'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget', 'int_param', 'int_grid',
-           'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k']
+           'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
+           'init_from_source', 'check_precision', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
+           'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget',
+           'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -549,6 +549,8 @@ def write_predictions(folder:Path, split:str, predictions:dict) -> None:
 
 # %% ../nbs/07_train.ipynb #3fd1ebc5
 import hashlib
+import threading
+from contextlib import contextmanager
 from transformers import TrainerCallback
 
 CHECKPOINT_MANIFEST, KEEP_CHECKPOINTS = "checkpoint_manifest.json", 2
@@ -638,16 +640,27 @@ def prune_checkpoints(run_dir:str|Path, current:str|Path, keep:int=KEEP_CHECKPOI
         if not newer and (folder / CHECKPOINT_MANIFEST).is_file() and kept < keep: kept += 1
         else: shutil.rmtree(folder, ignore_errors=True)
 
+@contextmanager
+def interrupt_deferred():
+    "Hold Ctrl-C (SIGINT) until the block ends, then raise it: a checkpoint is never left half-written by a Ctrl-C."
+    if threading.current_thread() is not threading.main_thread(): yield; return  # signals reach the main thread only
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try: yield
+    finally: signal.signal(signal.SIGINT, previous)
+    if caught: raise KeyboardInterrupt
+
 def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:
-    "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning."
+    "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning; Ctrl-C waits for the end."
     folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-    if self.is_world_process_zero(): (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
-    super(HyperFormerTrainer, self)._save_checkpoint(model, trial)
-    _fault("save", self.state.global_step)
-    self.accelerator.wait_for_everyone()
-    if self.is_world_process_zero():
-        write_checkpoint_manifest(folder, self.args.world_size)
-        prune_checkpoints(self.run_dir, folder)
+    with interrupt_deferred():
+        if self.is_world_process_zero(): (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
+        super(HyperFormerTrainer, self)._save_checkpoint(model, trial)
+        _fault("save", self.state.global_step)
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            write_checkpoint_manifest(folder, self.args.world_size)
+            prune_checkpoints(self.run_dir, folder)
 
 HyperFormerTrainer._save_checkpoint = _save_checkpoint
 
