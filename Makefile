@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 # tiny test models down a hundredfold. Benchmarks set their own thread count.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test check-sync pytest export clean-nbs lab demo bench clean
+.PHONY: install test check-sync pytest export clean-nbs lab demo bench docs clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,10 @@ clean-nbs: install
 
 lab: install
 	$(BIN)/jupyter lab nbs
+
+# Every notebook as static HTML with an index page, under _docs/ (open _docs/index.html).
+docs: install
+	$(BIN)/python tools/build_docs.py _docs
 
 # Table 1 on the smoke profile (tiny random T5, shipped samples, CPU): the rendered table and the executed notebook.
 DEMO_OUT ?= results/exp_table1

@@ -32,7 +32,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg["lib_name"]: ["assets/**/*"]},
     install_requires=cfg["requirements"].split(),
-    extras_require={"dev": cfg["dev_requirements"].split()},
+    extras_require={"dev": cfg["dev_requirements"].split(), "tensorboard": cfg["tracking_requirements"].split()},
     entry_points={
         "console_scripts": cfg["console_scripts"].split(),
         "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"],

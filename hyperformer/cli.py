@@ -14,8 +14,9 @@ from .config import METHODS, positive_int_arg
 from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
-__all__ = ['add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train', 'add_eval_parser', 'run_eval',
-           'build_parser', 'main']
+__all__ = ['FIELD_CHOICES', 'add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train',
+           'add_eval_parser', 'run_eval', 'profile_in_argv', 'document_train_flags', 'default_threads', 'set_threads',
+           'reporting_callbacks', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -42,7 +43,6 @@ def run_params(args:argparse.Namespace) -> int:
 
 # %% ../nbs/10_cli.ipynb #0f7c4d06
 import dataclasses
-import typing
 from pathlib import Path
 
 from .train import PROFILES, ExperimentConfig, RunError, evaluate_run, make_config, train
@@ -85,7 +85,9 @@ def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
     return make_config(profile, **values)
 
 def run_train(args:argparse.Namespace) -> int:
-    result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    config = config_from_args(args)
+    result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                   callbacks=reporting_callbacks(getattr(args, "report_to", None), config.output_dir))
     if int(os.environ.get("RANK", "0")) == 0: print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
                       "test_avg_flat": result["test"]["avg_flat"], "test_avg_macro": result["test"]["avg_macro"]}))
     return 0
@@ -111,21 +113,107 @@ def run_eval(args:argparse.Namespace) -> int:
             print(f"{split}: avg_flat {s['avg_flat']:.2f} avg_macro {s['avg_macro']:.2f} | {tasks}")
     return 0
 
+# %% ../nbs/10_cli.ipynb #dce26015
+from fastcore.docments import docments
+
+from . import __version__
+from .config import ABLATIONS, INIT_REGIMES
+from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, SPLIT_PROTOCOLS
+from .train import DATA_SOURCES, FEWSHOT_MODES, LOSS_REDUCTIONS, LR_SCHEDULERS, PRECISIONS, SAMPLING_MODES
+
+FIELD_CHOICES = dict(method=METHODS, lr_scheduler=LR_SCHEDULERS, loss_reduction=LOSS_REDUCTIONS, sampling=SAMPLING_MODES,
+                     precision=PRECISIONS, split_protocol=SPLIT_PROTOCOLS, data_source=DATA_SOURCES,
+                     ablation=tuple(ABLATIONS), init=INIT_REGIMES, fewshot_train=FEWSHOT_MODES)
+
+def profile_in_argv(argv:list[str]) -> str|None:
+    "The value given to `--profile` in `argv` (either `--profile X` or `--profile=X`), or None."
+    for i, arg in enumerate(argv):
+        if arg == "--profile" and i + 1 < len(argv): return argv[i + 1]
+        if arg.startswith("--profile="): return arg.split("=", 1)[1]
+    return None
+
+def _shown_default(value) -> str:
+    return ",".join(value) if isinstance(value, tuple) else repr(value) if isinstance(value, str) else str(value)
+
+def document_train_flags(train_parser:argparse.ArgumentParser, # the `train` subparser
+                         profile:str|None=None, # whose defaults to show (None: smoke)
+                        ) -> None:
+    "Give each config flag its field's documentation, its choices and `profile`'s default."
+    profile = profile if profile in PROFILES else "smoke"
+    docs, defaults = docments(ExperimentConfig), make_config(profile).to_dict()
+    for action in train_parser._actions:
+        if action.dest not in docs or action.dest == "profile": continue
+        if action.dest in FIELD_CHOICES: action.choices = FIELD_CHOICES[action.dest]
+        doc = (docs[action.dest] or "").replace("%", "%%")
+        if action.dest in ("tasks", "eval_tasks"): doc += f" (comma-separated; GLUE: {','.join(GLUE_TASKS)}; few-shot: {','.join(FEW_SHOT_TASKS)})"
+        default = defaults.get(action.dest)
+        action.help = f"{doc} [{profile} default: {_shown_default(tuple(default) if isinstance(default, list) else default)}]"
+
+# %% ../nbs/10_cli.ipynb #112520b0
+def default_threads(cores:int|None=None, # usable cores (None: this process's CPU affinity)
+                    load:float|None=None, # runnable processes already there (None: the one-minute load average)
+                   ) -> int:
+    "Math threads for a CPU run: the cores not already busy, at least one."
+    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = load if load is not None else os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, cores - int(load + 0.5)))
+
+def set_threads(threads:int|None=None, # explicit count (None: OMP_NUM_THREADS if set, else `default_threads()` on a CPU)
+               ) -> int|None:
+    "Set torch's intra-op thread count for this process; returns what was set (None: left alone, on a GPU machine)."
+    import torch
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"): threads = int(os.environ["OMP_NUM_THREADS"])
+        elif torch.cuda.is_available(): return None
+        else: threads = default_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+# %% ../nbs/10_cli.ipynb #869a6159
+def reporting_callbacks(report_to:str|None, # comma-separated integration names ("tensorboard", "wandb", ...) or None/"none"
+                        run_dir:str|Path, # the run directory; TensorBoard writes into RUN_DIR/logs
+                       ) -> list:
+    "The Trainer callbacks of the named experiment-tracking integrations."
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, TensorBoardCallback
+    names = [n.strip() for n in (report_to or "none").split(",") if n.strip() and n.strip() != "none"]
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
+    if unknown: raise ValueError(f"--report-to {','.join(unknown)} is not an integration of the Trainer; choose from: none, {', '.join(INTEGRATION_TO_CALLBACK)}")
+    callbacks = []
+    for name in names:
+        try: callback = INTEGRATION_TO_CALLBACK[name]()
+        except (RuntimeError, ImportError) as e:
+            extra = ' (pip install "hyperformer[tensorboard]")' if name == "tensorboard" else ""
+            raise ValueError(f"--report-to {name} needs its package installed{extra}: {e}") from e
+        if isinstance(callback, TensorBoardCallback): callback.logging_dir = str(Path(run_dir) / "logs")
+        callbacks.append(callback)
+    return callbacks
+
 # %% ../nbs/10_cli.ipynb #dd039813
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(profile:str|None=None # whose defaults `train --help` shows (None: smoke)
+                ) -> argparse.ArgumentParser:
     "The `hyperformer` argument parser with every subcommand."
     parser = argparse.ArgumentParser(prog="hyperformer", description="HyperFormer / HyperFormer++ reproduction (ACL 2021)")
+    parser.add_argument("--version", action="version", version=f"hyperformer {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_params_parser(subparsers)
     add_train_parser(subparsers)
     add_eval_parser(subparsers)
     add_bench_parser(subparsers)  # hyperformer bench: see 09_bench
+    document_train_flags(subparsers.choices["train"], profile)
+    for name in ("train", "eval"):
+        subparsers.choices[name].add_argument("--threads", type=positive_int_arg, default=None,
+            help="CPU math threads (default: OMP_NUM_THREADS if set, else the cores not busy when the run starts)")
+    subparsers.choices["train"].add_argument("--report-to", default=None,
+        help="experiment tracking: none, tensorboard (logs in RUN_DIR/logs), wandb, mlflow, ... (comma-separated)")
     return parser
 
 def main(argv:list[str]|None=None) -> int:
     "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message."
-    args = build_parser().parse_args(argv)
-    try: return args.run(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(profile_in_argv(argv)).parse_args(argv)
+    try:
+        if args.command in ("train", "eval"): set_threads(args.threads)
+        return args.run(args)
     except (ValueError, FileNotFoundError, OSError, RunError) as e:
         print(f"hyperformer {args.command}: error: {e}", file=sys.stderr)
         return 2

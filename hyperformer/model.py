@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import json
+import warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,12 +26,13 @@ from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site
 from .hypernet import build_adapters
 
 # %% auto #0
-__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'CROSS_ATTENTION_BIAS_KEY', 'RELEASED_MAX_DISTANCE', 'ADAPTER_WEIGHTS_NAME',
-           'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
-           'load_base_model', 'AdapterSite', 't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters',
-           'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
-           'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'base_fingerprint', 'read_adapter_meta',
-           'ParameterCount', 'paper_formula', 'count_parameters', 'parameter_report']
+__all__ = ['T5_ARCHITECTURES', 'SITE_FINDERS', 'NO_CONDITIONING_MESSAGE', 'CROSS_ATTENTION_BIAS_KEY', 'RELEASED_MAX_DISTANCE',
+           'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS',
+           'architecture_name', 'base_config', 'build_base_model', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
+           'find_adapter_sites', 't5_layer_norm_parameters', 'Conditioning', 'HyperFormerModel', 'cross_attention_bias',
+           'add_cross_attention_bias', 'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'CheckpointError',
+           'check_finite_state', 'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint',
+           'read_adapter_meta', 'ParameterCount', 'paper_formula', 'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -166,8 +170,7 @@ class HyperFormerModel(nn.Module):
         self.adapters = adapters
         self.activation = ACT2FN[adapter_config.activation]
         self._sites, self._hooks = sites, []
-        self._conditioning, self._generating = None, False
-        self._cache, self._cache_key = {}, None
+        self._conditioning = None # set only while a call of the wrapper runs (`_conditioned`)
         if self.adapters is not None: self._attach_hooks()
         self._freeze()
 
@@ -195,28 +198,12 @@ class HyperFormerModel(nn.Module):
 HyperFormerModel.forward_signature = _forward_signature()
 
 # %% ../nbs/03_model.ipynb #0bbe5157
-@torch.no_grad()
-def _parameters_key(module:nn.Module) -> tuple:
-    "Changes whenever a parameter of `module` is modified in place or replaced."
-    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in module.parameters())
-
-def _adapter_weights(self:HyperFormerModel, task_indices:list[int] # distinct task indices, in bundle order
-                    ) -> dict[str, StackAdapterWeights]:
-    "Adapter weights of `task_indices` for both stacks: generated, or from the eval cache."
-    if self.training or torch.is_grad_enabled(): return self.adapters(task_indices)
-    key = _parameters_key(self.adapters)
-    if key != self._cache_key: self._cache, self._cache_key = {}, key
-    missing = [t for t in task_indices if t not in self._cache]
-    if missing:
-        fresh = self.adapters(missing)
-        for i, t in enumerate(missing): self._cache[t] = {s: fresh[s].task(i) for s in STACKS}
-    return {s: StackAdapterWeights.concat([self._cache[t][s] for t in task_indices]) for s in STACKS}
-
-def _condition(self:HyperFormerModel, task_ids:Tensor|list[int]|None):
-    "Set the conditioning the hooks apply for the next base-model call."
+def _conditioning_for(self:HyperFormerModel, task_ids:Tensor|list[int]|None # (batch,) task index of every row
+                     ) -> Conditioning|None:
+    "The conditioning of `task_ids`, its adapter weights generated now from the current parameters (None: no adapters)."
     cfg = self.adapter_config
     if task_ids is None:
-        if self.adapters is None or self._generating: return
+        if self.adapters is None: return None
         if cfg.n_tasks > 1:
             raise ValueError(f"this model serves {cfg.n_tasks} tasks {cfg.tasks}: pass task_ids, a LongTensor of shape "
                              "(batch,) holding each row's task index (model.adapter_config.task_id(name))")
@@ -229,35 +216,71 @@ def _condition(self:HyperFormerModel, task_ids:Tensor|list[int]|None):
         task_indices = unique.tolist()
         bad = [t for t in task_indices if not 0 <= t < cfg.n_tasks]
         if bad: raise ValueError(f"task id(s) {bad} out of range: this model has {cfg.n_tasks} tasks {cfg.tasks}, ids 0..{cfg.n_tasks - 1}")
-        if self.adapters is None: return
+        if self.adapters is None: return None
         rows = None if len(task_indices) == 1 else inverse.to(self.adapters_device)
-    self._conditioning = Conditioning(self._adapter_weights(task_indices), rows, task_indices)
+    return Conditioning(self.adapters(task_indices), rows, task_indices)
+
+@contextmanager
+def _conditioned(self:HyperFormerModel, conditioning:Conditioning|None # what the hooks apply inside the block
+                ):
+    "Make `conditioning` the active one for the `with` block only; the previous one is back on exit, exceptions included."
+    previous, self._conditioning = self._conditioning, conditioning
+    try: yield conditioning
+    finally: self._conditioning = previous
+
+NO_CONDITIONING_MESSAGE = ("no task conditioning is active (the adapters apply only inside a call of the wrapper): call the "
+                           "HyperFormerModel wrapper with task_ids=... (model(..., task_ids=...) or model.generate(..., "
+                           "task_ids=...)), not model.base(...); for activation checkpointing enable it on the wrapper, "
+                           "model.gradient_checkpointing_enable(), which carries the conditioning into the recompute")
 
 def _adapt(self:HyperFormerModel, stack:str, site:int, hidden:Tensor) -> Tensor:
     "Called by the hooks: the adapted sub-layer output."
     c = self._conditioning
-    if c is None:
-        raise RuntimeError("no task conditioning is set: call the HyperFormerModel itself (with task_ids), not its .base")
+    if c is None: raise RuntimeError(NO_CONDITIONING_MESSAGE)
     return apply_site_adapter(hidden, c.sites[stack][site], c.rows, self.activation, self.adapter_config.adapter_norm_eps)
 
-HyperFormerModel._adapter_weights, HyperFormerModel._condition, HyperFormerModel._adapt = _adapter_weights, _condition, _adapt
+HyperFormerModel._conditioning_for, HyperFormerModel._conditioned, HyperFormerModel._adapt = _conditioning_for, _conditioned, _adapt
 HyperFormerModel.adapters_device = property(lambda self: next(self.adapters.parameters()).device)
 
 # %% ../nbs/03_model.ipynb #5af7621c
 def _forward(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
-    "T5's forward, conditioned on `task_ids` (shape (batch,))."
-    self._condition(task_ids)
-    return self.base(*args, **kwargs)
+    "T5's forward, conditioned on `task_ids` (shape (batch,)) for this call only."
+    with self._conditioned(self._conditioning_for(task_ids)): return self.base(*args, **kwargs)
 _forward.__signature__ = HyperFormerModel.forward_signature
 HyperFormerModel.forward = _forward
 
 def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
-    "`base.generate` with the adapter weights of `task_ids` built once for the whole call."
-    with torch.no_grad(): self._condition(task_ids)
-    self._generating = True
-    try: return self.base.generate(*args, **kwargs)
-    finally: self._generating = False
+    "`base.generate` with the adapter weights of `task_ids` built once for the whole call (every decoding step uses them)."
+    with torch.no_grad(): conditioning = self._conditioning_for(task_ids)
+    with self._conditioned(conditioning): return self.base.generate(*args, **kwargs)
 HyperFormerModel.generate = _generate
+
+# %% ../nbs/03_model.ipynb #a745c0dd
+def _checkpoint_contexts(self:HyperFormerModel):
+    "`context_fn` of `torch.utils.checkpoint`: nothing extra in the forward; the recompute runs in the forward's conditioning."
+    return nullcontext(), self._conditioned(self._conditioning)
+
+def _activation_checkpointing_enable(self:HyperFormerModel, activation_checkpointing_kwargs:dict|None=None, # for torch.utils.checkpoint
+                                     **kwargs, # every_n_layers, offload, ... (passed to the base model's method)
+                                    ) -> None:
+    "Enable activation checkpointing on the base model, with the recompute conditioned like the original forward."
+    ckpt = dict(activation_checkpointing_kwargs or {})
+    if ckpt.get("use_reentrant", False):
+        raise ValueError("activation checkpointing with use_reentrant=True cannot restore the task conditioning for the "
+                         "recompute; leave use_reentrant unset (or False) in gradient_checkpointing_kwargs")
+    if "context_fn" in ckpt: raise ValueError("context_fn is set by HyperFormerModel (it carries the task conditioning into the recompute); leave it out")
+    ckpt.update(use_reentrant=False, context_fn=self._checkpoint_contexts)
+    if hasattr(self.base, "activation_checkpointing_enable"):
+        self.base.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt, **kwargs)
+    else: self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt, **kwargs)
+
+def _gradient_checkpointing_enable(self:HyperFormerModel, gradient_checkpointing_kwargs:dict|None=None, **kwargs) -> None:
+    "Alias of `activation_checkpointing_enable` (the name older code and the HF Trainer of transformers < 5 use)."
+    self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+HyperFormerModel._checkpoint_contexts = _checkpoint_contexts
+HyperFormerModel.activation_checkpointing_enable = _activation_checkpointing_enable
+HyperFormerModel.gradient_checkpointing_enable = _gradient_checkpointing_enable
 
 # %% ../nbs/03_model.ipynb #3cdf4d23
 import warnings
@@ -345,6 +368,82 @@ def checkpoint_cross_attention_bias(name_or_path:str) -> Tensor:
         return torch.zeros(config.relative_attention_num_buckets, config.num_heads)
     return table
 
+# %% ../nbs/03_model.ipynb #debcb9ca
+class CheckpointError(ValueError):
+    "A checkpoint that cannot be trusted: unreadable, truncated, non-finite, or made for other base weights."
+
+def check_finite_state(state:dict[str, Tensor], # tensors by name
+                       source:str|Path, # where they come from (named in the error)
+                      ) -> dict[str, Tensor]:
+    "`state` unchanged, or a `CheckpointError` naming `source` and each tensor holding NaN or inf."
+    bad = {}
+    for name, t in state.items():
+        if t.is_floating_point():
+            n_bad = int((~torch.isfinite(t)).sum())
+            if n_bad: bad[name] = f"{name} ({n_bad} of {t.numel()} values)"
+    if bad:
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf) in {len(bad)} tensor(s): {', '.join(list(bad.values())[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}; the file is damaged or comes from a diverged run: load an earlier "
+                              "checkpoint (or the run's best/) instead, or retrain")
+    return state
+
+def read_safetensors_checked(path:str|Path # a .safetensors file
+                            ) -> dict[str, Tensor]:
+    "The tensors of `path`; a `CheckpointError` naming the file when it is unreadable, truncated or holds NaN/inf."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete")
+    try: state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError (bad header, truncation, random bytes)
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): it is truncated or "
+                              "damaged; load an earlier checkpoint (or the run's best/) instead, or retrain") from e
+    return check_finite_state(state, path)
+
+FINGERPRINT_SAMPLES = 4096
+
+def weights_fingerprint(named_tensors:dict[str, Tensor], # tensors by name (any device)
+                        samples:int=FINGERPRINT_SAMPLES, # values hashed per tensor
+                       ) -> str:
+    "sha256 over each tensor's name, shape and `samples` evenly strided values (as float32), in name order."
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name in sorted(named_tensors):
+            t = named_tensors[name].detach()
+            flat, n = t.reshape(-1), t.numel()
+            k = min(samples, n)
+            picked = flat[torch.arange(k, device=flat.device) * n // max(k, 1)]
+            h.update(f"{name}{tuple(t.shape)};".encode())
+            h.update(picked.float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+def _base_weights_fingerprint(self:HyperFormerModel) -> dict:
+    "The fingerprint of every frozen parameter: the weights an adapter file does not hold but depends on."
+    frozen = {n: p for n, p in self.named_parameters() if not p.requires_grad}
+    return {"sha256": weights_fingerprint(frozen), "tensors": len(frozen),
+            "scheme": f"sha256 of name, shape and {FINGERPRINT_SAMPLES} strided float32 values of each frozen tensor"}
+
+def _check_base_weights(self:HyperFormerModel, meta:dict, # the adapter's adapter_config.json
+                        directory:str|Path, # the adapter folder (named in the message)
+                        allow_other_base:bool=False, # load onto other base weights anyway
+                       ) -> None:
+    "Refuse an adapter whose recorded base-weight fingerprint differs from this model's (unless `allow_other_base`)."
+    saved, name = meta["base_model"].get("weights_fingerprint"), meta["base_model"].get("name_or_path")
+    if saved is None:
+        warnings.warn(f"{directory} records no fingerprint of its base model's weights (saved by an older hyperformer): "
+                      f"it cannot be checked that this model holds the weights it was trained on ({name!r})")
+        return
+    now = self.base_weights_fingerprint()
+    if now["sha256"] == saved.get("sha256"): return
+    detail = (f"fingerprint of its {saved.get('tensors')} frozen tensors {str(saved.get('sha256'))[:16]}..., this model's "
+              f"({now['tensors']} tensors) {now['sha256'][:16]}...")
+    if allow_other_base:
+        warnings.warn(f"loading the adapter in {directory} onto other base weights than it was trained on ({detail}), as asked")
+        return
+    raise CheckpointError(f"the adapter in {directory} was trained on other base weights than this model holds ({detail}; "
+                          f"same shapes, other values). Load the base it was trained on ({name!r}; for a random base, "
+                          "the same seed), or pass allow_other_base=True to load it anyway (e.g. the same weights in another precision)")
+
+HyperFormerModel.base_weights_fingerprint, HyperFormerModel._check_base_weights = _base_weights_fingerprint, _check_base_weights
+
 # %% ../nbs/03_model.ipynb #3e6d1378
 ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"
 BASE_FINGERPRINT_KEYS = ("model_type", "d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers",
@@ -364,9 +463,10 @@ def _save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write i
     "Write the trainable parameters and the adapter/base description to `directory`."
     directory = Path(directory)
     state = {n: p.detach().contiguous().cpu() for n, p in self._trainable_state().items()}
-    meta = {"format": "hyperformer-adapter", "format_version": 1, "hyperformer_version": hyperformer.__version__,
+    meta = {"format": "hyperformer-adapter", "format_version": 2, "hyperformer_version": hyperformer.__version__,
             "adapter_config": self.adapter_config.to_dict(),
-            "base_model": {"name_or_path": base_name_or_path or self.base.config.name_or_path, **base_fingerprint(self.base.config)},
+            "base_model": {"name_or_path": base_name_or_path or self.base.config.name_or_path, **base_fingerprint(self.base.config),
+                           "weights_fingerprint": self.base_weights_fingerprint()},
             "parameters": {n: list(t.shape) for n, t in state.items()}}
     atomic_write(directory / ADAPTER_WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_text(directory / ADAPTER_CONFIG_NAME, json.dumps(meta, indent=2))
@@ -377,8 +477,11 @@ def read_adapter_meta(directory:str|Path) -> dict:
     path = Path(directory) / ADAPTER_CONFIG_NAME
     if not path.is_file() or not (Path(directory) / ADAPTER_WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{directory} holds no hyperformer adapter: expected {ADAPTER_CONFIG_NAME} and {ADAPTER_WEIGHTS_NAME} (written by save_adapter)")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
+    try: meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise CheckpointError(f"{path} is not valid JSON ({e}): the adapter folder is damaged") from e
+    if not isinstance(meta, dict) or meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
+    missing = [k for k in ("adapter_config", "base_model") if not isinstance(meta.get(k), dict)]
+    if missing: raise CheckpointError(f"{path} lacks {missing} (written by save_adapter): the adapter folder is damaged")
     return meta
 
 def _check_base(meta:dict, config, directory) -> None:
@@ -389,8 +492,10 @@ def _check_base(meta:dict, config, directory) -> None:
         raise ValueError(f"the adapter in {directory} was trained on base {saved.get('name_or_path')!r}, which differs "
                          f"from the given base model ({detail}); load {saved.get('name_or_path')!r} as the base")
 
-def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel:
-    "Load a saved adapter into this model; method, tasks, sizes and base must match."
+def _load_adapter(self:HyperFormerModel, directory:str|Path, # a folder written by `save_adapter`
+                  allow_other_base:bool=False, # load even when this model's base weights differ from the adapter's
+                 ) -> HyperFormerModel:
+    "Load a saved adapter into this model; method, tasks, sizes and base (shape and weights) must match."
     meta = read_adapter_meta(directory)
     saved = AdapterConfig.from_dict(meta["adapter_config"])
     if saved != self.adapter_config:
@@ -399,7 +504,8 @@ def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel
                          + ", ".join(f"{k}: checkpoint {a!r} vs this model {b!r}" for k, (a, b) in diffs.items())
                          + "; build the model with HyperFormerModel.from_pretrained(directory, base) instead")
     _check_base(meta, self.base.config, directory)
-    state, params = load_file(str(Path(directory) / ADAPTER_WEIGHTS_NAME)), self._trainable_state()
+    self._check_base_weights(meta, directory, allow_other_base)
+    state, params = read_safetensors_checked(Path(directory) / ADAPTER_WEIGHTS_NAME), self._trainable_state()
     missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
     if missing or unexpected: raise ValueError(f"{directory}: parameters missing {missing[:5]}, unexpected {unexpected[:5]}")
     with torch.no_grad():
@@ -411,11 +517,12 @@ def _load_adapter(self:HyperFormerModel, directory:str|Path) -> HyperFormerModel
 @classmethod
 def _from_pretrained(cls, directory:str|Path, # a folder written by `save_adapter`
                      base:PreTrainedModel, # the base model the adapter was trained on (freshly loaded)
+                     allow_other_base:bool=False, # load even when `base`'s weights differ from the adapter's
                     ) -> HyperFormerModel:
     "Build the saved method on `base` and load the adapter into it."
     meta = read_adapter_meta(directory)
     _check_base(meta, base.config, directory)
-    return cls(base, AdapterConfig.from_dict(meta["adapter_config"])).load_adapter(directory)
+    return cls(base, AdapterConfig.from_dict(meta["adapter_config"])).load_adapter(directory, allow_other_base)
 
 HyperFormerModel._trainable_state, HyperFormerModel.save_adapter, HyperFormerModel.load_adapter = _trainable_state, _save_adapter, _load_adapter
 HyperFormerModel.from_pretrained = _from_pretrained

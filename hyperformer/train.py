@@ -471,12 +471,11 @@ def fewshot_copies(config:ExperimentConfig) -> dict[str, str]:
 
 def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[str, str]:
     "Load the source run's best checkpoint into `model`, copying each new task's parameters from its similar task."
-    from hyperformer.model import _check_base
-    from safetensors.torch import load_file
+    from hyperformer.model import _check_base, read_safetensors_checked
     source_dir, copies = Path(config.init_from) / "best", fewshot_copies(config)
     new_tasks = list(copies)
     meta = read_adapter_meta(source_dir); _check_base(meta, model.base.config, source_dir)
-    state = load_file(str(source_dir / ADAPTER_WEIGHTS_NAME))
+    state = read_safetensors_checked(source_dir / ADAPTER_WEIGHTS_NAME)  # unreadable or NaN/inf: refused, file named
     with torch.no_grad():
         for name, p in model.named_parameters():
             src = next((s for t, src_task in copies.items() if (s := _task_param_name(name, t, src_task))), None) or name

@@ -37,3 +37,35 @@ def test_params_bad_reduction_factor_is_a_clear_error():
 def test_unknown_method_is_rejected_by_the_parser():
     done = run_cli("params", "--method", "lora")
     assert done.returncode == 2 and "invalid choice: 'lora'" in done.stderr
+
+
+def test_version_and_documented_help():
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip().startswith("hyperformer ")
+    done = run_cli("train", "--profile", "reference", "--help")
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0
+    assert "--split-protocol {paper,reference}" in text and "[reference default: 'reference']" in text
+    assert "--threads THREADS" in text and "--report-to REPORT_TO" in text
+
+
+def test_report_to_tensorboard_writes_readable_curves(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "run"
+    done = run_cli("train", "--profile", "smoke", "--tasks", "rte,mrpc", "--max-steps", "4", "--eval-steps", "2",
+                   "--max-eval-samples", "8", "--no-progress", "--threads", "1", "--report-to", "tensorboard", "--output-dir", str(run))
+    assert done.returncode == 0, done.stderr
+    events = list((run / "logs").glob("events.out.tfevents.*"))
+    assert len(events) == 1, list(run.iterdir())
+    acc = EventAccumulator(str(events[0])); acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"eval/avg_flat", "eval/rte_accuracy"} <= tags, tags
+    assert [e.step for e in acc.Scalars("eval/avg_flat")] == [2, 4]
+    logged = [json.loads(line)["avg_flat"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [round(e.value, 4) for e in acc.Scalars("eval/avg_flat")] == [round(v, 4) for v in logged]
+
+
+def test_report_to_unknown_integration_is_a_clear_error(tmp_path):
+    done = run_cli("train", "--profile", "smoke", "--max-steps", "2", "--report-to", "tensorbord", "--output-dir", str(tmp_path / "r"))
+    assert done.returncode == 2 and "--report-to tensorbord is not an integration" in done.stderr
