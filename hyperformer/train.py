@@ -36,8 +36,8 @@ __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PR
            'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'SMOKE_EXPERIMENT', 'ExperimentConfig', 'make_config',
            'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'build_datasets',
            'decode_tokens', 'generate_predictions', 'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl',
-           'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions', 'Transformers351AdamW',
-           'fewshot_copies', 'init_from_source', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
+           'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions', 'fewshot_copies',
+           'init_from_source', 'Transformers351AdamW', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
            'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
@@ -408,47 +408,6 @@ def write_predictions(folder:Path, split:str, predictions:dict) -> None:
         lines = "".join(json.dumps({"prediction": a, "target": b}) + "\n" for a, b in zip(p["predictions"], p["targets"]))
         atomic_write_text(Path(folder) / f"{split}_{task}.jsonl", lines)
 
-# %% ../nbs/07_train.ipynb #f3c21c60
-class Transformers351AdamW(torch.optim.Optimizer):
-    "AdamW as transformers 3.5.1 computes it: eps on the uncorrected sqrt(v), bias corrections in the step size."
-    def __init__(self, params, lr:float=1e-3, betas:tuple[float, float]=(0.9, 0.999), eps:float=1e-6,
-                 weight_decay:float=0.0, correct_bias:bool=True):
-        if lr < 0: raise ValueError(f"lr={lr} must be >= 0")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"betas={betas} must lie in [0, 1)")
-        if eps < 0: raise ValueError(f"eps={eps} must be >= 0")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, correct_bias=correct_bias))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:
-            (beta1, beta2), lr = group["betas"], group["lr"]
-            for p in group["params"]:
-                if p.grad is None: continue
-                if p.grad.is_sparse: raise RuntimeError("Transformers351AdamW does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-                state["step"] += 1
-                exp_avg, exp_avg_sq, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-                exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) if group["correct_bias"] else lr
-                p.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
-                if group["weight_decay"] > 0: p.add_(p, alpha=-lr * group["weight_decay"])
-        return loss
-
-def _create_optimizer(self:HyperFormerTrainer, model=None):
-    "The Trainer's optimiser, or `Transformers351AdamW` for `optimizer='adamw-3.5.1'` (same parameter groups)."
-    if self.optimizer is None and self.optimizer_cls_and_kwargs is None and self.experiment.optimizer == "adamw-3.5.1":
-        a = self.args
-        self.optimizer_cls_and_kwargs = (Transformers351AdamW, dict(lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon))
-    return Seq2SeqTrainer.create_optimizer(self, model)
-HyperFormerTrainer.create_optimizer = _create_optimizer
-
 # %% ../nbs/07_train.ipynb #b8e0bd57
 def _task_param_name(name:str, task:str, source:str) -> str|None:
     "`name` with its task segment `task` renamed to `source`, or None when `name` is not a parameter of `task`."
@@ -517,6 +476,47 @@ def _refuse_different(config:ExperimentConfig) -> RunError:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if saved.get(k) != v)
     except (OSError, ValueError, KeyError): diff = "it is not a run directory"
     return RunError(f"{run} holds a different run ({diff}); pass --overwrite to replace it or choose another --output-dir")
+
+# %% ../nbs/07_train.ipynb #f3c21c60
+class Transformers351AdamW(torch.optim.Optimizer):
+    "AdamW as transformers 3.5.1 computes it: eps on the uncorrected sqrt(v), bias corrections in the step size."
+    def __init__(self, params, lr:float=1e-3, betas:tuple[float, float]=(0.9, 0.999), eps:float=1e-6,
+                 weight_decay:float=0.0, correct_bias:bool=True):
+        if lr < 0: raise ValueError(f"lr={lr} must be >= 0")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"betas={betas} must lie in [0, 1)")
+        if eps < 0: raise ValueError(f"eps={eps} must be >= 0")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, correct_bias=correct_bias))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:
+            (beta1, beta2), lr = group["betas"], group["lr"]
+            for p in group["params"]:
+                if p.grad is None: continue
+                if p.grad.is_sparse: raise RuntimeError("Transformers351AdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                state["step"] += 1
+                exp_avg, exp_avg_sq, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+                exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) if group["correct_bias"] else lr
+                p.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
+                if group["weight_decay"] > 0: p.add_(p, alpha=-lr * group["weight_decay"])
+        return loss
+
+def _create_optimizer(self:HyperFormerTrainer, model=None):
+    "The Trainer's optimiser, or `Transformers351AdamW` for `optimizer='adamw-3.5.1'` (same parameter groups)."
+    if self.optimizer is None and self.optimizer_cls_and_kwargs is None and self.experiment.optimizer == "adamw-3.5.1":
+        a = self.args
+        self.optimizer_cls_and_kwargs = (Transformers351AdamW, dict(lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon))
+    return Seq2SeqTrainer.create_optimizer(self, model)
+HyperFormerTrainer.create_optimizer = _create_optimizer
 
 # %% ../nbs/07_train.ipynb #a23f83d9
 def train(config:ExperimentConfig, # the resolved experiment
