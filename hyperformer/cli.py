@@ -10,13 +10,15 @@ import json
 import os
 import sys
 
-from .config import METHODS, positive_int_arg
+from functools import partial
+
+from .config import MAX_TASKS, METHODS, check_field_types, positive_int_arg
 from .model import T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
-__all__ = ['FIELD_CHOICES', 'add_params_parser', 'run_params', 'add_train_parser', 'config_from_args', 'run_train',
-           'add_eval_parser', 'run_eval', 'profile_in_argv', 'document_train_flags', 'default_threads', 'set_threads',
-           'reporting_callbacks', 'build_parser', 'main']
+__all__ = ['FIELD_CHOICES', 'add_params_parser', 'run_params', 'add_train_parser', 'read_config_file', 'config_from_args',
+           'resume_command', 'run_train', 'add_eval_parser', 'run_eval', 'profile_in_argv', 'document_train_flags',
+           'default_threads', 'set_threads', 'reporting_callbacks', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -24,7 +26,7 @@ def add_params_parser(subparsers) -> None:
     p = subparsers.add_parser("params", help="parameter accounting of a method on a T5 shape (Table 1 columns)")
     p.add_argument("--model", default="t5-base", help=f"architecture: {', '.join(T5_ARCHITECTURES)} (or a hub id of one)")
     p.add_argument("--method", default="hyperformer++", choices=METHODS)
-    p.add_argument("--n-tasks", type=positive_int_arg, default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
+    p.add_argument("--n-tasks", type=partial(positive_int_arg, maximum=MAX_TASKS), default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
     p.add_argument("--reduction-factor", type=positive_int_arg, default=32, help="adapter reduction factor r (d = d_model / r)")
     p.add_argument("--single-task", action=argparse.BooleanOptionalAction, default=None,
                    help="one model per task (default: only for 'adapters'; use with finetune for the T5 single-task row)")
@@ -43,6 +45,7 @@ def run_params(args:argparse.Namespace) -> int:
 
 # %% ../nbs/10_cli.ipynb #0f7c4d06
 import dataclasses
+import shlex
 from pathlib import Path
 
 from .train import PROFILES, ExperimentConfig, RunError, evaluate_run, make_config, train
@@ -74,20 +77,46 @@ def add_train_parser(subparsers) -> None:
         else: p.add_argument(flag, dest=f.name, type=cast, default=None)
     p.set_defaults(run=run_train)
 
+def read_config_file(path:str|Path) -> dict:
+    "The ExperimentConfig fields of a `--config` JSON file (or of a run's config.json), checked by type; errors name the file."
+    where = f"--config {path}"
+    try: values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError: raise FileNotFoundError(f"{where}: no such file") from None
+    except UnicodeDecodeError: raise ValueError(f"{where} is not UTF-8 text") from None
+    except json.JSONDecodeError as e: raise ValueError(f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if isinstance(values, dict) and isinstance(values.get("config"), dict): values = values["config"]  # a run's config.json works too
+    check_field_types(ExperimentConfig, values, where)
+    unknown = set(values) - {f.name for f in dataclasses.fields(ExperimentConfig)}
+    if unknown: raise ValueError(f"{where}: unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
+    return dict(values)
+
 def config_from_args(args:argparse.Namespace) -> ExperimentConfig:
     "The resolved config of `train`'s arguments (file, then flags; profile defaults fill the rest)."
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
-    values = values.get("config", values)  # a run's config.json works too
+    values = read_config_file(args.config) if args.config else {}
     fields = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"profile"}
     values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
     profile = args.profile or values.pop("profile", None) or "smoke"
     values.pop("profile", None)
     return make_config(profile, **values)
 
+def resume_command(config:ExperimentConfig, progress:bool=True) -> str|None:
+    "The command that continues an interrupted `hyperformer train` of `config` (None before its config.json is written)."
+    saved = Path(config.output_dir) / "config.json"
+    if not saved.is_file(): return None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = "hyperformer" if world == 1 else f"torchrun --nproc_per_node {world} -m hyperformer.cli"
+    return f"{launcher} train --config {shlex.quote(str(saved))} --resume" + ("" if progress else " --no-progress")
+
 def run_train(args:argparse.Namespace) -> int:
     config = config_from_args(args)
-    result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                   callbacks=reporting_callbacks(getattr(args, "report_to", None), config.output_dir))
+    try: result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                        callbacks=reporting_callbacks(getattr(args, "report_to", None), config.output_dir))
+    except KeyboardInterrupt:
+        if int(os.environ.get("RANK", "0")) == 0:
+            command = resume_command(config, not args.no_progress)
+            print("hyperformer train: interrupted. " + (f"Continue the run with:\n  {command}" if command else
+                  "Nothing was saved yet: run the same command again."), file=sys.stderr, flush=True)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0: print(json.dumps({"best_step": result["best_step"], "validation_avg_flat": result["validation"]["avg_flat"],
                       "test_avg_flat": result["test"]["avg_flat"], "test_avg_macro": result["test"]["avg_macro"]}))
     return 0
@@ -208,12 +237,15 @@ def build_parser(profile:str|None=None # whose defaults `train --help` shows (No
     return parser
 
 def main(argv:list[str]|None=None) -> int:
-    "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message."
+    "Console entry point: parse `argv` and run the subcommand; user errors exit with status 2 and a one-line message, Ctrl-C with 130."
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(profile_in_argv(argv)).parse_args(argv)
     try:
         if args.command in ("train", "eval"): set_threads(args.threads)
         return args.run(args)
+    except KeyboardInterrupt:
+        print(f"hyperformer {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, OSError, RunError) as e:
         print(f"hyperformer {args.command}: error: {e}", file=sys.stderr)
         return 2

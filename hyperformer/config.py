@@ -13,8 +13,9 @@ from transformers.activations import ACT2FN
 
 # %% auto #0
 __all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'STACK_HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES',
-           'ABLATIONS', 'check_choice', 'check_positive_int', 'positive_int_arg', 'AdapterConfig', 'ablation_config',
-           'atomic_write', 'atomic_write_text']
+           'MAX_TASKS', 'MAX_SEED', 'ABLATIONS', 'check_choice', 'check_positive_int', 'positive_int_arg',
+           'check_positive_float', 'check_seed', 'field_type_error', 'check_field_types', 'AdapterConfig',
+           'ablation_config', 'atomic_write', 'atomic_write_text']
 
 # %% ../nbs/00_config.ipynb #a67a14af
 METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++", "hyperformer-shared-layers")
@@ -23,6 +24,7 @@ HYPERNET_METHODS = ("hyperformer", "hyperformer++", "hyperformer-shared-layers")
 STACK_HYPERNET_METHODS = ("hyperformer++", "hyperformer-shared-layers")  # one projector (+ layer norm) per stack, z of size t
 SINGLE_TASK_METHODS = ("adapters",)  # one model per task, as in the paper
 INIT_REGIMES = ("faithful", "gamma-offset", "identity")
+MAX_TASKS = 10_000  # tasks of one model; far above any experiment, low enough to count parameters in seconds
 
 # %% ../nbs/00_config.ipynb #f0e6897e
 def _choice_error(name:str, # the field name
@@ -36,18 +38,80 @@ def check_choice(name:str, value:Any, choices:tuple) -> None:
     "Raise `_choice_error` unless `value` is one of `choices`."
     if value not in choices: raise _choice_error(name, value, choices)
 
-def check_positive_int(name:str, value:Any) -> None:
-    "Raise a `ValueError` naming `name` unless `value` is an int >= 1 (bools are not counts)."
+def check_positive_int(name:str, value:Any, maximum:int|None=None) -> None:
+    "Raise a `ValueError` naming `name` unless `value` is an int >= 1 (bools are not counts), and <= `maximum` if given."
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
+    if maximum is not None and value > maximum: raise ValueError(f"{name}={value:,} is above the limit of {maximum:,}")
 
-def positive_int_arg(text:str) -> int:
-    "argparse `type=` for an integer >= 1."
+def positive_int_arg(text:str, maximum:int|None=None) -> int:
+    "argparse `type=` for an integer >= 1 (and <= `maximum`: bind it with `functools.partial`)."
     import argparse
     try: value = int(text)
     except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
     if value < 1: raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    if maximum is not None and value > maximum: raise argparse.ArgumentTypeError(f"{value} is above the limit of {maximum:,}")
     return value
+
+# %% ../nbs/00_config.ipynb #17159e25
+import math
+
+MAX_SEED = 2**32 - 1  # numpy's RandomState (called by transformers.set_seed) takes 0..2**32-1
+
+def check_positive_float(name:str, # the field or flag name
+                         value:Any, # the value given
+                         allow_inf:bool=False, # accept +inf (a knob where inf means "off")
+                         hint:str="", # appended to the message, e.g. how to turn the knob off
+                        ) -> None:
+    "Raise a `ValueError` naming `name` unless `value` is a number > 0 (finite unless `allow_inf`)."
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value) and value > 0 \
+         and (allow_inf or not math.isinf(value))
+    if not ok: raise ValueError(f"{name}={value!r} must be a {'' if allow_inf else 'finite '}number > 0{hint}")
+
+def check_seed(name:str, value:Any) -> None:
+    "Raise a `ValueError` naming `name` unless `value` is an int in 0..MAX_SEED."
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name}={value!r} must be an integer from 0 to {MAX_SEED} (2**32 - 1), what numpy and torch accept as a seed")
+
+# %% ../nbs/00_config.ipynb #9a2dbab3
+_KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
+
+def _kind_ok(kind:str, value:Any) -> bool:
+    "Whether `value` is of the annotation `kind` ('int', 'float', 'bool', 'str', 'None', 'tuple[str, ...]')."
+    if kind == "None": return value is None
+    if kind == "bool": return isinstance(value, bool)
+    if kind == "int": return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float": return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "str": return isinstance(value, str)
+    if kind.startswith("tuple"): return isinstance(value, str) or isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    return True  # an annotation this check does not know: leave it to the field's own validation
+
+def field_type_error(cls:type, # a dataclass
+                     name:str, # one of its fields
+                     value:Any, # the value given
+                    ) -> str|None:
+    "Why `value` does not fit the annotation of `cls.name`, or None when it does."
+    annotation = {f.name: str(f.type) for f in dataclasses.fields(cls)}.get(name)
+    if annotation is None: return None
+    kinds = [k.strip() for k in annotation.split("|")]
+    if any(_kind_ok(k, value) for k in kinds): return None
+    wanted = " or ".join(_KIND_TEXT.get(k, "a list of names (or comma-separated text)" if k.startswith("tuple") else k) for k in kinds)
+    hint = ""
+    if isinstance(value, str) and "bool" in kinds: hint = f' (JSON true/false without quotes, not "{value}")'
+    elif isinstance(value, str) and {"int", "float"} & set(kinds): hint = " (write the number without quotes)"
+    elif isinstance(value, float) and "int" in kinds and value.is_integer(): hint = f" (write {int(value)})"
+    return f"{name}={value!r} must be {wanted}, not {type(value).__name__}{hint}"
+
+def check_field_types(cls:type, # a dataclass
+                      values:dict, # field -> value (unknown fields are ignored here)
+                      where:str="", # the file the values come from, named in the message
+                     ) -> None:
+    "Raise a `ValueError` naming the file, the field and the expected type when a value does not fit its annotation."
+    if not isinstance(values, dict):
+        raise ValueError(f"{where + ': ' if where else ''}expected a JSON object of {cls.__name__} fields, got {type(values).__name__} {values!r:.80}")
+    for name, value in values.items():
+        problem = field_type_error(cls, name, value)
+        if problem: raise ValueError(f"{where + ': ' if where else ''}{problem}")
 
 # %% ../nbs/00_config.ipynb #d645862d
 @dataclass(frozen=True)
@@ -72,6 +136,8 @@ class AdapterConfig:
 
     def __post_init__(self):
         if isinstance(self.tasks, str): object.__setattr__(self, "tasks", (self.tasks,))
+        check_field_types(AdapterConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        if len(self.tasks) > MAX_TASKS: raise ValueError(f"tasks has {len(self.tasks):,} names, above the limit of {MAX_TASKS:,}")
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.task_embedding_dim is None:
             object.__setattr__(self, "task_embedding_dim", 64 if self.method in STACK_HYPERNET_METHODS else 512)
@@ -142,7 +208,8 @@ class AdapterConfig:
     def to_dict(self) -> dict: return {**dataclasses.asdict(self), "tasks": list(self.tasks)}
     @classmethod
     def from_dict(cls, d:dict) -> AdapterConfig:
-        "Inverse of `to_dict`; unknown keys are an error (they would be silently ignored otherwise)."
+        "Inverse of `to_dict`; unknown keys and values of the wrong type are errors (they would be silently misread otherwise)."
+        check_field_types(cls, d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"unknown AdapterConfig fields {sorted(unknown)}")
         return cls(**d)
@@ -181,6 +248,7 @@ def atomic_write(path:str|Path, # the file to (over)write
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0); os.umask(umask); os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: follow the umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .tasks import TASKS, TREC_FINE, TaskSpec, check_protocol, get_task
+from .tasks import TASKS, TREC_FINE, TaskSpec, check_protocol, check_stsb_score, get_task
 
 # %% auto #0
-__all__ = ['SAMPLE_SPLITS', 'DataUnavailableError', 'MalformedRowError', 'task_features', 'local_file', 'read_local',
-           'load_task_split', 'sample_path', 'load_sample', 'split_indices', 'subsample', 'load_splits', 'preprocess',
-           'Seq2SeqCollator', 'generation_length', 'temperature_probabilities', 'TemperatureSampler']
+__all__ = ['FIELD_SIZE_LIMIT', 'SAMPLE_SPLITS', 'DataUnavailableError', 'MalformedRowError', 'task_features', 'local_file',
+           'read_local', 'load_task_split', 'sample_path', 'load_sample', 'split_indices', 'subsample', 'load_splits',
+           'preprocess', 'Seq2SeqCollator', 'generation_length', 'temperature_probabilities', 'TemperatureSampler']
 
 # %% ../nbs/05_data.ipynb #75f2dd2e
 class DataUnavailableError(RuntimeError):
@@ -37,13 +37,30 @@ class MalformedRowError(ValueError):
         self.path, self.line = Path(path), line
 
 # %% ../nbs/05_data.ipynb #141bb8cb
+FIELD_SIZE_LIMIT = 2**31 - 1  # csv's default (128 KB per field) is below some real documents (long IMDB reviews, passages)
+
+
+def _decode_error(path:Path, encoding:str) -> MalformedRowError:
+    "The error for a file that is not `encoding` text, naming the first line that fails to decode."
+    for line, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try: raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            return MalformedRowError(path, line, f"is not {encoding} text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                                 f"re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+    return MalformedRowError(path, 1, f"is not {encoding} text; re-save the file as UTF-8")
+
+
 def _tsv_rows(path:Path, encoding:str="utf-8") -> Iterator[tuple[int, list[str]]]:
     "(line number, fields) of a tab-separated file read without quote handling."
+    if csv.field_size_limit() < FIELD_SIZE_LIMIT: csv.field_size_limit(FIELD_SIZE_LIMIT)
     with open(path, encoding=encoding, newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for fields in reader:
-            if fields and fields[-1].endswith("\r"): fields[-1] = fields[-1][:-1]
-            yield reader.line_num, fields
+        try:
+            for fields in reader:
+                if fields and fields[-1].endswith("\r"): fields[-1] = fields[-1][:-1]
+                yield reader.line_num, fields
+        except UnicodeDecodeError: raise _decode_error(path, encoding) from None
+        except csv.Error as e: raise MalformedRowError(path, reader.line_num + 1, f"cannot be read as tab-separated text ({e})") from None
 
 
 def _header_tsv(path:Path, convert:Callable[[dict], dict], encoding:str="utf-8") -> list[dict]:
@@ -64,11 +81,20 @@ def _header_tsv(path:Path, convert:Callable[[dict], dict], encoding:str="utf-8")
 def _jsonl(path:Path, convert:Callable[[dict], dict]) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, 1):
-            if not text.strip(): continue
-            try: rows.append(convert(json.loads(text)))
-            except (KeyError, ValueError, TypeError) as e: raise MalformedRowError(path, line, f"cannot parse ({e!r})") from None
+        try:
+            for line, text in enumerate(f, 1):
+                if not text.strip(): continue
+                try: rows.append(_no_nulls(convert(json.loads(text))))
+                except (KeyError, ValueError, TypeError) as e: raise MalformedRowError(path, line, f"cannot parse ({e!r})") from None
+        except UnicodeDecodeError: raise _decode_error(path, "utf-8") from None
     return rows
+
+
+def _no_nulls(row:dict) -> dict:
+    "`row`, or a `ValueError` naming a field that is null (it would become the text 'None')."
+    nulls = [k for k, v in row.items() if v is None]
+    if nulls: raise ValueError(f"{', '.join(nulls)} is null; every field needs a value")
+    return row
 
 
 def _label_id(task:TaskSpec, value) -> int:
@@ -76,6 +102,7 @@ def _label_id(task:TaskSpec, value) -> int:
     if isinstance(value, bool): return int(value)
     if isinstance(value, str) and value in task.label_names: return task.label_names.index(value)
     if isinstance(value, str) and value.lower() in ("true", "false"): return int(value.lower() == "true")
+    if isinstance(value, float) and not value.is_integer(): raise ValueError(f"label {value!r} is not a class id of {task.name}")
     i = int(value)
     if not 0 <= i < len(task.label_names): raise ValueError(f"label {value!r} out of range for {task.name}")
     return i
@@ -100,7 +127,7 @@ def _read_glue(task:TaskSpec, path:Path) -> list[dict]:
                                             "label": _label_id(task, r["is_duplicate"])})
     if name == "stsb":
         return _header_tsv(path, lambda r: {"sentence1": r["sentence1"], "sentence2": r["sentence2"],
-                                            "label": float(r["score"])})
+                                            "label": check_stsb_score(r["score"])})
     if name == "mnli":
         if path.suffix == ".jsonl":
             return _jsonl(path, lambda r: {"premise": r["premise"], "hypothesis": r["hypothesis"],
@@ -156,12 +183,14 @@ def _read_yelp(task:TaskSpec, path:Path) -> list[dict]:
     "Official csv lines `\"2\",\"text\"`; the hub keeps the text between the quotes verbatim (escapes included)."
     rows = []
     with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, 1):
-            text = text.rstrip("\r\n")
-            if not text: continue
-            if not (text[:1] == '"' and text[2:5] == '","' and text[-1:] == '"' and text[1] in "12"):
-                raise MalformedRowError(path, line, 'expected "1|2","text"')
-            rows.append({"text": text[5:-1].strip(), "label": int(text[1]) - 1})
+        try:
+            for line, text in enumerate(f, 1):
+                text = text.rstrip("\r\n")
+                if not text: continue
+                if not (text[:1] == '"' and text[2:5] == '","' and text[-1:] == '"' and text[1] in "12"):
+                    raise MalformedRowError(path, line, 'expected "1|2","text"')
+                rows.append({"text": text[5:-1].strip(), "label": int(text[1]) - 1})
+        except UnicodeDecodeError: raise _decode_error(path, "utf-8") from None
     return rows
 
 
@@ -226,6 +255,7 @@ def read_local(task:str|TaskSpec, split:str, data_dir:str|Path) -> datasets.Data
     task = get_task(task)
     path = local_file(task, split, data_dir)
     rows = (_READERS.get(task.name) or _read_glue)(task, path)
+    if not rows: raise ValueError(f"{path} holds no data rows (a header alone, or blank lines); put the official file there")
     columns = dict(task.columns)
     if "idx" in columns:
         rows = [{**r, "idx": r.get("idx", i)} for i, r in enumerate(rows)]

@@ -91,6 +91,14 @@ METRICS = {"accuracy": accuracy, "f1": f1, "matthews_correlation": matthews_corr
            "spearmanr": spearmanr}
 
 # %% ../nbs/06_metrics.ipynb #d1c2a531
+def _check_references(task:TaskSpec, references:Sequence[str]) -> None:
+    "Refuse references that are not label strings of `task`: cut targets (all empty would score 100) or labels outside its set."
+    valid = set(task.label_strings_for("reference")) | set(task.label_strings_for("paper"))
+    bad = [r for r in references if str(r).strip() not in valid]
+    if bad: raise ValueError(f"{task.name}: {len(bad)} of {len(references)} references are not label strings of the task "
+                             f"(e.g. {bad[0]!r}); the targets were cut (raise max_target_length) or the data has labels outside the task's set")
+
+
 def compute_task_metrics(task:str|TaskSpec, # task name or spec
                          predictions:Sequence[str], # decoded generations
                          references:Sequence[str], # decoded target texts (e.g. "1", "3.8")
@@ -98,6 +106,7 @@ def compute_task_metrics(task:str|TaskSpec, # task name or spec
     "`{metric: score ×100}` of `task` for text predictions and references."
     task = get_task(task)
     _check(predictions, references)
+    _check_references(task, references)
     preds, refs = postprocess_texts(task, predictions), postprocess_texts(task, references)
     return {name: METRICS[name](preds, refs) for name in task.metrics}
 

@@ -22,6 +22,7 @@ from transformers.activations import ACT2FN
 
 import hyperformer
 from .config import AdapterConfig, atomic_write, atomic_write_text, check_positive_int
+from .config import MAX_TASKS
 from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, site_index, split_sites
 from .hypernet import build_adapters
 
@@ -482,7 +483,16 @@ def read_adapter_meta(directory:str|Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != "hyperformer-adapter": raise ValueError(f"{path} is not a hyperformer adapter config")
     missing = [k for k in ("adapter_config", "base_model") if not isinstance(meta.get(k), dict)]
     if missing: raise CheckpointError(f"{path} lacks {missing} (written by save_adapter): the adapter folder is damaged")
+    _check_adapter_config(meta["adapter_config"], path)
     return meta
+
+def _check_adapter_config(config:dict, path:Path) -> None:
+    "Refuse an adapter_config that lacks the method or tasks (a default would be a silent guess) or has values of the wrong type."
+    missing = [f"adapter_config.{k}" for k in ("method", "tasks") if k not in config]
+    if missing: raise CheckpointError(f"{path} lacks {missing} (written by save_adapter): the adapter folder is damaged; "
+                                      "save the adapter again or restore the file")
+    try: AdapterConfig.from_dict(config)
+    except (ValueError, TypeError) as e: raise CheckpointError(f"{path}: adapter_config: {e}") from None
 
 def _check_base(meta:dict, config, directory) -> None:
     saved = meta["base_model"]
@@ -595,7 +605,7 @@ def parameter_report(model:str="t5-base", # a built-in architecture name or hub 
                      **adapter_kwargs, # other AdapterConfig fields (ablations, dims)
                     ) -> ParameterCount:
     "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
-    check_positive_int("n_tasks", n_tasks)
+    check_positive_int("n_tasks", n_tasks, maximum=MAX_TASKS)  # a huge count would build a huge task list
     single = method == "adapters" if single_task is None else single_task
     tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
     config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)

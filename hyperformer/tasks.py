@@ -11,8 +11,8 @@ from typing import Any, Mapping
 import numpy as np
 
 # %% auto #0
-__all__ = ['SPLIT_PROTOCOLS', 'STSB_ROUNDINGS', 'BINARY', 'TREC_COARSE', 'TREC_FINE', 'TASKS', 'GLUE_TASKS', 'FEW_SHOT_TASKS',
-           'check_protocol', 'round_stsb', 'stsb_grid', 'TaskSpec', 'get_task']
+__all__ = ['SPLIT_PROTOCOLS', 'STSB_ROUNDINGS', 'STSB_RANGE', 'BINARY', 'TREC_COARSE', 'TREC_FINE', 'TASKS', 'GLUE_TASKS',
+           'FEW_SHOT_TASKS', 'check_protocol', 'check_stsb_score', 'round_stsb', 'stsb_grid', 'TaskSpec', 'get_task']
 
 # %% ../nbs/04_tasks.ipynb #7b29d5e8
 SPLIT_PROTOCOLS = ("paper", "reference")
@@ -27,10 +27,23 @@ def check_protocol(protocol:str, # "paper" or "reference"
     return protocol
 
 # %% ../nbs/04_tasks.ipynb #8fa201e9
+STSB_RANGE = (0.0, 5.0)
+
+
+def check_stsb_score(score, # a gold STS-B similarity
+                    ) -> float:
+    "`score` as a float, or a `ValueError` when it is not a number in 0..5 (nan, 17.5, a word)."
+    try: value = float(score)
+    except (TypeError, ValueError): raise ValueError(f"STS-B score {score!r} is not a number (expected 0 to 5)") from None
+    if not STSB_RANGE[0] <= value <= STSB_RANGE[1]: raise ValueError(f"STS-B score {score!r} is outside 0 to 5")
+    return value
+
+
 def round_stsb(score:float, # raw STS-B similarity in [0, 5]
                step:float=0.2, # 0.2 (paper) or 0.1 (reference code)
               ) -> str:
     "STS-B score rounded to the grid of `step` and written with one decimal, e.g. `'3.8'`."
+    check_stsb_score(score)
     if step == 0.2: value = np.round(float(score) * 5) / 5
     elif step == 0.1: value = np.round(float(score), 1)  # numpy rounding, as the reference code
     else: raise ValueError(f"STS-B rounding step must be 0.2 (paper) or 0.1 (reference), got {step!r}.")
@@ -106,7 +119,9 @@ class TaskSpec:
         pieces = [self.prefix(protocol)] if add_task_prefix else []
         for label, column in template:
             if label: pieces.append(label)
-            pieces.append(str(row[column]))
+            if not isinstance(row[column], str):  # a null would become the text "None"
+                raise ValueError(f"{self.name}: column {column!r} holds {row[column]!r}, not text; remove or fix the row")
+            pieces.append(row[column])
         return " ".join(pieces)
 
     def render(self, row:Mapping[str, Any], # one example with the hub's columns

@@ -24,6 +24,7 @@ from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArgumen
 
 import hyperformer
 from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text, check_choice, check_positive_int
+from .config import check_field_types, check_positive_float, check_seed
 from .model import (HyperFormerModel, build_base_model, load_base_model, read_adapter_meta,
                                ADAPTER_WEIGHTS_NAME, add_cross_attention_bias, checkpoint_cross_attention_bias)
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
@@ -33,12 +34,17 @@ from .metrics import compute_task_metrics, count_invalid, glue_average
 
 # %% auto #0
 __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
-           'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'SMOKE_EXPERIMENT', 'ExperimentConfig', 'make_config',
-           'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'build_datasets',
-           'decode_tokens', 'generate_predictions', 'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl',
-           'replace_dir', 'latest_checkpoint', 'HyperFormerTrainer', 'write_predictions', 'fewshot_copies',
-           'init_from_source', 'Transformers351AdamW', 'train', 'evaluate_run', 'run_name', 'default_runs_root',
-           'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget']
+           'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
+           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'SMOKE_EXPERIMENT', 'MODEL_SIZES', 'FEWSHOT_CAPS',
+           'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks',
+           'build_model', 'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions',
+           'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint',
+           'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock', 'HyperFormerTrainer',
+           'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem', 'usable_checkpoint',
+           'prune_checkpoints', 'prepare_resume', 'fewshot_copies', 'init_from_source', 'check_precision',
+           'Transformers351AdamW', 'train', 'evaluate_run', 'run_name', 'default_runs_root', 'run_experiment',
+           'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget', 'int_param', 'int_grid',
+           'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -110,6 +116,7 @@ class ExperimentConfig:
     output_dir:str # the run directory
 
     def __post_init__(self):
+        check_field_types(ExperimentConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         check_choice("profile", self.profile, tuple(PROFILES)); check_choice("method", self.method, METHODS)
         check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS); check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("sampling", self.sampling, SAMPLING_MODES); check_choice("precision", self.precision, PRECISIONS)
@@ -127,14 +134,38 @@ class ExperimentConfig:
             raise ValueError(f"method='adapters' trains one task per run, got tasks={self.tasks}; run once per task or use adapters-shared")
         if self.init_from is None and not set(self.eval_tasks) <= set(self.tasks):
             raise ValueError(f"eval_tasks {sorted(set(self.eval_tasks) - set(self.tasks))} are not training tasks {self.tasks}")
+        _check_values(self)
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
     @classmethod
     def from_dict(cls, d:dict) -> ExperimentConfig:
+        check_field_types(cls, d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        if missing: raise ValueError(f"the experiment config lacks {missing}; a complete config is written by `hyperformer train` (a partial one: use make_config)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     def replace(self, **changes) -> ExperimentConfig: return dataclasses.replace(self, **changes)
+
+# %% ../nbs/07_train.ipynb #f6ab53cb
+def _check_values(config:ExperimentConfig) -> None:
+    "Range checks beyond the choices: finite floats, seeds numpy and torch accept, knobs that apply to the method."
+    check_positive_float("learning_rate", config.learning_rate)
+    check_positive_float("temperature", config.temperature, hint=" (1: proportional to the task sizes, the paper's 10, large: uniform)")
+    check_positive_float("max_grad_norm", config.max_grad_norm, allow_inf=True,
+                         hint="; pass --max-grad-norm inf (JSON: Infinity) to turn gradient clipping off")
+    for name in ("seed", "data_seed", "sampler_seed"): check_seed(name, getattr(config, name))
+    if config.warmup_steps < 0: raise ValueError(f"warmup_steps={config.warmup_steps} must be >= 0")
+    if config.max_eval_samples is not None: check_positive_int("max_eval_samples", config.max_eval_samples)
+    if config.stsb_rounding is not None: check_choice("stsb_rounding", config.stsb_rounding, (0.2, 0.1))
+    if config.ablation != "full" and config.method == "finetune":
+        raise ValueError(f"ablation={config.ablation!r} removes a part of the adapter model, but method='finetune' has no adapters; "
+                         "drop --ablation (or use --ablation full), or choose --method hyperformer (Table 4)")
+    if config.data_source == "sample" and config.data_dir is not None:
+        raise ValueError(f"data_dir={config.data_dir!r} would be ignored: data_source='sample' reads the shipped samples; "
+                         "pass --data-source local to read data_dir, or drop --data-dir")
+    if config.data_source == "local" and config.data_dir is None:
+        raise ValueError("data_source='local' needs --data-dir (the folder of raw task files)")
 
 # %% ../nbs/07_train.ipynb #05b9b826
 BASE_DEFAULTS = dict(method="hyperformer++", tasks=GLUE_TASKS, eval_tasks=None, label_smoothing=0.1, temperature=10.0,
@@ -155,6 +186,9 @@ def make_config(profile:str="smoke", # smoke | paper | reference
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
     values = {**BASE_DEFAULTS, **PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}, "profile": profile}
+    values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}  # folders may be given as Paths
+    if values["data_dir"] is not None and overrides.get("data_source") is None and values["data_source"] == "sample":
+        values["data_source"] = "local"  # a given data_dir means its data, not the profile's shipped samples
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]
     values["data_seed"] = values["seed"] if values["data_seed"] is None else values["data_seed"]
@@ -182,7 +216,12 @@ def read_run_config(run_dir:str|Path) -> ExperimentConfig:
     "The resolved config saved in a run directory."
     path = Path(run_dir) / "config.json"
     if not path.is_file(): raise FileNotFoundError(f"{run_dir} is not a run directory: {path} is missing")
-    return ExperimentConfig.from_dict(json.loads(path.read_text())["config"])
+    try: saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ValueError(f"{path} lacks the key 'config' (the resolved experiment config written by `hyperformer train`)")
+    try: return ExperimentConfig.from_dict(saved["config"])
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 def model_tasks(config:ExperimentConfig) -> tuple[str, ...]:
     "The model's task list: the training tasks, after the source run's tasks for a few-shot run."
@@ -213,12 +252,22 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
     return model
 
 # %% ../nbs/07_train.ipynb #4650284d
+def check_target_length(config:ExperimentConfig, tokenizer, tasks:tuple[str, ...]) -> None:
+    "Refuse a `max_target_length` that truncates a label of `tasks` (every target would be cut, every score meaningless)."
+    need = {t: generation_length(t, tokenizer, config.split_protocol) for t in tasks}
+    task = max(need, key=need.get)
+    if config.max_target_length < need[task]:
+        raise ValueError(f"max_target_length={config.max_target_length} is shorter than the longest label of {task} "
+                         f"({need[task]} tokens with EOS under this tokenizer): targets would be cut; "
+                         f"pass --max-target-length {need[task]} or more")
+
 def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and tokenizer
                    tasks:tuple[str, ...]|None=None, # default: training tasks plus eval tasks
                    splits:tuple[str, ...]=("train", "validation", "test"),
                   ) -> dict[str, dict[str, Any]]:
     "`{task: {split: tokenised Dataset}}` for the run."
     names, all_tasks = tasks or tuple(dict.fromkeys(config.tasks + config.eval_tasks)), model_tasks(config)
+    check_target_length(config, tokenizer, names)
     out = {}
     for name in names:
         try:
@@ -314,10 +363,123 @@ def replace_dir(build:callable, target:str|Path) -> Path:
     return target
 
 def latest_checkpoint(run_dir:str|Path) -> Path|None:
-    "The newest complete Trainer checkpoint (its trainer_state.json is written last)."
-    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-             and (p / ADAPTER_WEIGHTS_NAME).is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    "The newest complete Trainer checkpoint (its manifest is written last; `usable_checkpoint` also verifies it)."
+    return next((p for p in _checkpoints(run_dir) if (p / CHECKPOINT_MANIFEST).is_file()), None)
+
+# %% ../nbs/07_train.ipynb #4827a712
+import fcntl
+import signal
+import socket
+from datetime import datetime, timezone
+
+RUN_MARKER, RUN_LOCK = ".hyperformer-run", ".hyperformer-lock"
+RUN_ENTRIES = (RUN_MARKER, "config.json", "metrics.jsonl", "best", "checkpoints", "predictions", "test_metrics.json", "result.json")
+
+def _rank_world() -> tuple[int, int]:
+    "(rank, world size): from torch.distributed once initialised, else from torchrun's RANK / WORLD_SIZE."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): return _dist()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+def write_run_marker(run:str|Path) -> Path:
+    "Mark `run` as a run directory of this package."
+    return write_json(Path(run) / RUN_MARKER, {"format": "hyperformer-run", "hyperformer_version": hyperformer.__version__, "created": _now()})
+
+def is_run_dir(path:str|Path) -> bool:
+    "Whether `path` holds a run of this package: its marker, or (runs from before the marker) its config.json."
+    for name, key, value in ((RUN_MARKER, "format", "hyperformer-run"), ("config.json", "hyperformer_version", None)):
+        try: d = json.loads((Path(path) / name).read_text())
+        except (OSError, ValueError): continue
+        if isinstance(d, dict) and key in d and (value is None or d[key] == value) and (value or "config" in d): return True
+    return False
+
+def _own_entry(name:str) -> bool:
+    "Whether a run directory entry is one this package writes (run files, temporary files of atomic writes and swaps)."
+    return name in RUN_ENTRIES or name == RUN_LOCK or (name.startswith(".") and (".tmp" in name or name.endswith(".old")))
+
+def _is_blank(run:Path) -> bool:
+    "No run in it: missing, empty, or only a marker and a lock (a process that stopped before writing its config)."
+    return not run.exists() or (run.is_dir() and all(p.name in (RUN_MARKER, RUN_LOCK) for p in run.iterdir()))
+
+def _runs_inside(folder:Path) -> list[Path]:
+    "Run directories one or two levels below `folder` (runs/<name>, runs/<profile>/<name>)."
+    found = {p.parent for pattern in ("*/", "*/*/") for name in (RUN_MARKER, "config.json") for p in folder.glob(pattern + name)}
+    return sorted(p for p in found if is_run_dir(p))
+
+def check_overwrite(run:str|Path) -> None:
+    "Raise a `RunError` unless `--overwrite` may delete the run in `run`."
+    path = Path(run)
+    where = path.expanduser().resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if str(run).strip() in ("", ".") or where == Path(where.anchor) or where in (cwd, home) or where in cwd.parents or where in home.parents:
+        raise RunError(f"--overwrite refuses to delete {str(run)!r} ({where}): it is the root, home or current folder or one "
+                       "above them; give the run's own folder, e.g. --output-dir runs/my-run")
+    if _is_blank(path): return
+    if not path.is_dir(): raise RunError(f"--output-dir {path} is a file, not a run directory; choose a folder")
+    nested = _runs_inside(path)
+    if nested:
+        raise RunError(f"--overwrite refuses to delete {path}: it holds other runs ({', '.join(str(p.relative_to(path)) for p in nested[:3])}"
+                       f"{', ...' if len(nested) > 3 else ''}); give the folder of the one run to replace")
+    if not is_run_dir(path):
+        other = sorted(p.name for p in path.iterdir())[:3]
+        raise RunError(f"--overwrite refuses to delete {path}: it is not a hyperformer run (no {RUN_MARKER} marker; it holds "
+                       f"{', '.join(other)}); move its files away or choose another --output-dir")
+
+def clear_run_dir(run:str|Path) -> list[str]:
+    "Delete what a run of this package wrote in `run` (the lock aside); returns the other entries, which are kept."
+    kept = []
+    for p in sorted(Path(run).iterdir()):
+        if p.name == RUN_LOCK: continue
+        if not _own_entry(p.name): kept.append(p.name)
+        elif p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+        else: p.unlink()
+    return kept
+
+# %% ../nbs/07_train.ipynb #c0062b42
+def _lock_holder(fd:int) -> dict:
+    "The JSON the lock holder wrote into the lock file ({} when empty or unreadable)."
+    try: return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError): return {}
+
+class RunLock:
+    "Exclusive lock of one process on a run directory; the OS releases it when the process dies."
+    def __init__(self, run:str|Path): self.run, self.fd = Path(run), None
+
+    def acquire(self) -> RunLock:
+        self.run.mkdir(parents=True, exist_ok=True)
+        path = self.run / RUN_LOCK
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(fd); os.close(fd)
+                raise RunError(f"{self.run} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                               f"(since {holder.get('since', '?')}); wait for it to finish, stop it, or choose another --output-dir") from None
+            except OSError as e:
+                os.close(fd)
+                raise RunError(f"cannot lock {path} ({e}): this filesystem does not support file locks; use a local folder for --output-dir") from e
+            try: same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError: same = False
+            if same: break
+            os.close(fd)  # the holder released (and removed) the file between our open and lock: try again
+        stale = _lock_holder(fd)
+        if stale.get("pid"):
+            print(f"[lock] {self.run}: taking over the lock of process {stale['pid']} on {stale.get('host', '?')}, "
+                  "which stopped without releasing it (killed or crashed)", flush=True)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None: return
+        try: (self.run / RUN_LOCK).unlink()
+        except FileNotFoundError: pass
+        os.close(self.fd); self.fd = None
+
+    def __enter__(self) -> RunLock: return self.acquire()
+    def __exit__(self, *exc) -> None: self.release()
 
 # %% ../nbs/07_train.ipynb #3cec2f85
 class HyperFormerTrainer(Seq2SeqTrainer):
@@ -408,6 +570,175 @@ def write_predictions(folder:Path, split:str, predictions:dict) -> None:
         lines = "".join(json.dumps({"prediction": a, "target": b}) + "\n" for a, b in zip(p["predictions"], p["targets"]))
         atomic_write_text(Path(folder) / f"{split}_{task}.jsonl", lines)
 
+# %% ../nbs/07_train.ipynb #3fd1ebc5
+import hashlib
+from transformers import TrainerCallback
+
+CHECKPOINT_MANIFEST, KEEP_CHECKPOINTS = "checkpoint_manifest.json", 2
+
+def _fault(phase:str, step:int|None=None) -> None:
+    "Test hook: `HYPERFORMER_FAULT=phase[:step]` SIGKILLs this process (rank 0) at that point."
+    name, _, at = os.environ.get("HYPERFORMER_FAULT", "").partition(":")
+    if name == phase and (not at or step == int(at)) and _rank_world()[0] == 0: os.kill(os.getpid(), signal.SIGKILL)
+
+def _sha256(path:Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def _checkpoint_step(folder:Path) -> int: return int(folder.name.split("-")[-1])
+
+def _checkpoints(run_dir:str|Path) -> list[Path]:
+    "Trainer checkpoint folders of a run, newest first."
+    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=_checkpoint_step, reverse=True)
+
+def write_checkpoint_manifest(folder:str|Path, world_size:int=1) -> Path:
+    "List every file of a finished checkpoint with its size and SHA-256; written last, it marks the checkpoint complete."
+    folder = Path(folder)
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != CHECKPOINT_MANIFEST and not p.name.startswith(".")}
+    return write_json(folder / CHECKPOINT_MANIFEST, {"format": "hyperformer-checkpoint", "step": _checkpoint_step(folder),
+                                                     "world_size": world_size, "files": files, "written": _now()})
+
+def _required_files(world_size:int) -> list[str]:
+    rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{i}.pth" for i in range(world_size)]
+    return [ADAPTER_WEIGHTS_NAME, "adapter_config.json", "trainer_state.json", "optimizer.pt", "scheduler.pt", *rng]
+
+def _nonfinite(obj, prefix:str="") -> list[str]:
+    "Names of the floating tensors in a (nested) state that hold NaN or inf."
+    if isinstance(obj, torch.Tensor): return [prefix] if obj.is_floating_point() and not torch.isfinite(obj).all() else []
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    return [n for k, v in items for n in _nonfinite(v, f"{prefix}.{k}" if prefix else str(k))]
+
+def checkpoint_problem(folder:str|Path, world_size:int=1) -> str|None:
+    "Why a checkpoint cannot be resumed from, or None when it is complete, matches its manifest, loads and is finite."
+    from safetensors.torch import load_file
+    from transformers.trainer_pt_utils import safe_globals
+    folder = Path(folder)
+    try: manifest = json.loads((folder / CHECKPOINT_MANIFEST).read_text()); files, saved_world = dict(manifest["files"]), int(manifest["world_size"])
+    except FileNotFoundError: return f"it has no {CHECKPOINT_MANIFEST} (written last), so its save did not finish (or a hyperformer older than the manifest wrote it)"
+    except (OSError, ValueError, KeyError, TypeError) as e: return f"its {CHECKPOINT_MANIFEST} is unreadable ({e})"
+    if saved_world != world_size:
+        return f"it was saved by {saved_world} processes and this run has {world_size}: the RNG states cannot be restored; resume with {saved_world}"
+    for name in _required_files(saved_world):
+        if name not in files: return f"{name} is not in it (its manifest does not list it)"
+    for name, info in files.items():
+        path = folder / name
+        if not path.is_file(): return f"{name} is missing"
+        if path.stat().st_size != info["bytes"]: return f"{name} has {path.stat().st_size} bytes, its manifest says {info['bytes']} (truncated or replaced)"
+        if _sha256(path) != info["sha256"]: return f"{name} does not match its SHA-256 in the manifest (damaged or replaced)"
+    try: weights = load_file(str(folder / ADAPTER_WEIGHTS_NAME))
+    except Exception as e: return f"{ADAPTER_WEIGHTS_NAME} does not load ({type(e).__name__}: {e})"
+    bad = _nonfinite(weights)
+    if bad: return f"{ADAPTER_WEIGHTS_NAME} holds NaN or inf in {bad[:3]} (the run had diverged)"
+    for name in ["optimizer.pt", "scheduler.pt"] + _required_files(saved_world)[5:]:
+        try:
+            with safe_globals(): state = torch.load(folder / name, weights_only=True, map_location="cpu")
+        except Exception as e: return f"{name} does not load ({type(e).__name__}: {str(e)[:200]})"
+        bad = _nonfinite(state) if name == "optimizer.pt" else []
+        if bad: return f"{name} holds NaN or inf in {bad[:3]}"
+    try: step = json.loads((folder / "trainer_state.json").read_text())["global_step"]
+    except (ValueError, KeyError) as e: return f"trainer_state.json is unreadable ({e})"
+    if step != _checkpoint_step(folder): return f"trainer_state.json says step {step}, the folder step {_checkpoint_step(folder)}"
+    return None
+
+def usable_checkpoint(run_dir:str|Path, world_size:int=1) -> tuple[Path|None, list[tuple[Path, str]]]:
+    "The newest checkpoint of `run_dir` that `checkpoint_problem` accepts, and the newer ones passed over with the reason."
+    skipped = []
+    for folder in _checkpoints(run_dir):
+        why = checkpoint_problem(folder, world_size)
+        if why is None: return folder, skipped
+        skipped.append((folder, why))
+    return None, skipped
+
+def prune_checkpoints(run_dir:str|Path, current:str|Path, keep:int=KEEP_CHECKPOINTS) -> None:
+    "After `current` is complete: keep it and the newest older complete ones (`keep` in all); delete the rest."
+    current, kept = Path(current), 0
+    for folder in _checkpoints(run_dir):
+        newer = _checkpoint_step(folder) > _checkpoint_step(current)  # left by a run that was resumed from before it
+        if not newer and (folder / CHECKPOINT_MANIFEST).is_file() and kept < keep: kept += 1
+        else: shutil.rmtree(folder, ignore_errors=True)
+
+def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:
+    "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning."
+    folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+    if self.is_world_process_zero(): (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
+    super(HyperFormerTrainer, self)._save_checkpoint(model, trial)
+    _fault("save", self.state.global_step)
+    self.accelerator.wait_for_everyone()
+    if self.is_world_process_zero():
+        write_checkpoint_manifest(folder, self.args.world_size)
+        prune_checkpoints(self.run_dir, folder)
+
+HyperFormerTrainer._save_checkpoint = _save_checkpoint
+
+class _FaultCallback(TrainerCallback):
+    "Calls `_fault` after each optimiser step and each evaluation (only added when HYPERFORMER_FAULT is set)."
+    def on_step_end(self, args, state, control, **kwargs): _fault("step", state.global_step)
+    def on_evaluate(self, args, state, control, **kwargs): _fault("evaluate", state.global_step)
+
+# %% ../nbs/07_train.ipynb #58b4d692
+def _best_record(records:list[dict]) -> dict|None:
+    "The selection rule of `HyperFormerTrainer.evaluate`: highest avg_flat, the earlier step on ties."
+    best = None
+    for r in records:
+        if best is None or r["avg_flat"] > best["avg_flat"]: best = r
+    return best
+
+def _best_step(folder:Path) -> int|None:
+    try: return int(json.loads((folder / "best.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError): return None
+
+def _restore_best_dir(run:Path, best:dict|None, done:int, world_size:int=1) -> None:
+    "Make run/best hold the best adapter of the kept evaluations, or refuse when no copy of it remains."
+    target = run / "best"
+    if best is None: shutil.rmtree(target, ignore_errors=True); return  # any best/ is from a step that will be redone
+    held = _best_step(target)
+    if held == best["step"] or (held is not None and held > done): return  # consistent, or a step that is redone identically
+    if _best_step(run / ".best.old") == best["step"]:  # killed in the middle of swapping best/ in
+        shutil.rmtree(target, ignore_errors=True); (run / ".best.old").rename(target)
+        print(f"[resume] restored {target} (step {best['step']}) from an interrupted swap", flush=True); return
+    source = run / "checkpoints" / f"checkpoint-{best['step']}"
+    if source.is_dir() and checkpoint_problem(source, world_size) is None:
+        def build(tmp):
+            Path(tmp).mkdir(parents=True)
+            for name in (ADAPTER_WEIGHTS_NAME, "adapter_config.json"): shutil.copy2(source / name, Path(tmp) / name)
+            write_json(Path(tmp) / "best.json", best)
+        replace_dir(build, target)
+        print(f"[resume] rebuilt {target} (step {best['step']}) from {source}", flush=True); return
+    raise RunError(f"the best evaluation so far (step {best['step']}, avg_flat {best['avg_flat']:.2f}) has no adapter: {target} "
+                   f"{'holds step ' + str(held) if held is not None else 'is missing'} and no checkpoint of step {best['step']} is left, "
+                   f"so resuming would forget it. Put that adapter back in {target}, or pass --overwrite to train the run again from step 0")
+
+def prepare_resume(run:str|Path, world_size:int=1, # the run directory; processes of this job
+                   write:bool=True, # rank 0: report, trim metrics.jsonl, repair best/; other ranks only read
+                  ) -> tuple[Path|None, dict|None]:
+    "`(checkpoint to resume from, best evaluation record so far)` of an unfinished run; refuses when none can be used."
+    run = Path(run)
+    checkpoint, skipped = usable_checkpoint(run, world_size)
+    say = (lambda m: print(m, flush=True)) if write else (lambda m: None)
+    for folder, why in skipped: say(f"[resume] skipping {folder.name}: {why}")
+    if checkpoint is None and skipped:
+        raise RunError(f"{run} has no usable checkpoint ({'; '.join(f'{f.name}: {w}' for f, w in skipped)}). To train this run "
+                       f"again from step 0 pass --overwrite instead of --resume (it replaces the run's metrics and best/)")
+    done = _checkpoint_step(checkpoint) if checkpoint else 0
+    log = read_jsonl(run / "metrics.jsonl")
+    kept = [r for r in log if r.get("step", 0) <= done]  # evaluations after the checkpoint are redone identically
+    best = _best_record(kept)
+    if write:
+        if (run / "metrics.jsonl").exists():  # rewritten: also drops a line torn by a kill
+            atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        _restore_best_dir(run, best, done, world_size)
+        if checkpoint is None: say(f"[resume] {run} has no checkpoint yet: training starts from step 0")
+        else: say(f"[resume] continuing from {checkpoint}" + (f"; best so far: step {best['step']} (avg_flat {best['avg_flat']:.2f})" if best else ""))
+    return checkpoint, best
+
+def _has_progress(run:Path) -> bool:
+    "Whether an unfinished run has anything a restart would lose (a checkpoint, an evaluation, a best adapter)."
+    return bool(_checkpoints(run)) or bool(read_jsonl(run / "metrics.jsonl")) or (run / "best").exists()
+
 # %% ../nbs/07_train.ipynb #b8e0bd57
 def _task_param_name(name:str, task:str, source:str) -> str|None:
     "`name` with its task segment `task` renamed to `source`, or None when `name` is not a parameter of `task`."
@@ -447,8 +778,19 @@ def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[st
     return copies
 
 # %% ../nbs/07_train.ipynb #0b8bf81a
+def check_precision(precision:str, # fp32 | bf16 | fp16
+                    cuda:bool|None=None, # default: torch.cuda.is_available()
+                   ) -> None:
+    "Refuse a precision this machine cannot train in: fp16 needs a GPU; bf16 a CPU or a GPU that supports it."
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if precision == "fp16" and not cuda:
+        raise ValueError("precision='fp16' needs a CUDA GPU and none is available; use --precision fp32 (or bf16) on a CPU")
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' is not supported by this GPU; use --precision fp16 or fp32")
+
 def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTrainingArguments:
     cuda = torch.cuda.is_available()
+    check_precision(config.precision, cuda)
     return Seq2SeqTrainingArguments(
         output_dir=str(Path(config.output_dir) / "checkpoints"), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.eval_batch_size,
@@ -456,7 +798,7 @@ def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTraini
         lr_scheduler_type="linear" if config.lr_scheduler == "linear" else "constant_with_warmup",
         warmup_steps=config.warmup_steps, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         max_grad_norm=config.max_grad_norm, eval_strategy="steps", eval_steps=config.eval_steps, save_strategy="steps",
-        save_steps=config.eval_steps, save_total_limit=1, logging_steps=min(config.eval_steps, 50), seed=config.seed,
+        save_steps=config.eval_steps, save_total_limit=None, logging_steps=min(config.eval_steps, 50), seed=config.seed,
         bf16=config.precision == "bf16", fp16=config.precision == "fp16", use_cpu=not cuda, report_to=[],
         remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
         ddp_find_unused_parameters=config.method != "finetune", predict_with_generate=False)
@@ -464,8 +806,9 @@ def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTraini
 def _run_status(config:ExperimentConfig) -> str:
     "empty | finished | unfinished (same config) | different."
     run = Path(config.output_dir)
-    if not (run / "config.json").is_file(): return "empty" if not run.exists() or not any(run.iterdir()) else "different"
-    saved = json.loads((run / "config.json").read_text())["config"]
+    if not (run / "config.json").is_file(): return "empty" if _is_blank(run) else "different"
+    try: saved = json.loads((run / "config.json").read_text())["config"]
+    except (ValueError, KeyError, TypeError): return "different"  # another program's config.json (a model folder, ...)
     if saved != config.to_dict(): return "different"
     return "finished" if (run / "result.json").is_file() else "unfinished"
 
@@ -521,40 +864,66 @@ HyperFormerTrainer.create_optimizer = _create_optimizer
 # %% ../nbs/07_train.ipynb #a23f83d9
 def train(config:ExperimentConfig, # the resolved experiment
           resume:bool=False, # continue an unfinished run in config.output_dir
-          overwrite:bool=False, # delete whatever config.output_dir holds and start afresh
+          overwrite:bool=False, # replace the run in config.output_dir (only a run of this package, once the new one is built)
           progress:bool=True, # progress bars
           callbacks:list|None=None, # extra transformers TrainerCallbacks
          ) -> dict:
     "Train, select the best checkpoint on validation, evaluate it on test; returns the run's result."
-    run, status = Path(config.output_dir), _run_status(config)
-    if status == "finished" and not overwrite:
-        print(f"[reuse] {run} already holds this finished run; nothing to train", flush=True)
-        return {**json.loads((run / "result.json").read_text()), "reused": True}
+    run = Path(config.output_dir)
+    if not str(config.output_dir).strip(): raise RunError("output_dir='' names no folder (it would be the current folder); give one, e.g. --output-dir runs/my-run")
+    if resume and overwrite:
+        raise RunError(f"--resume continues the run in {run} and --overwrite deletes it; pass only one of them")
+    status = _run_status(config)
+    if status == "finished" and not overwrite: return _reuse(run)
     if status == "different" and not overwrite: raise _refuse_different(config)
-    if status == "unfinished" and not (resume or overwrite):
+    restart = status == "unfinished" and not (resume or overwrite)
+    if restart and _has_progress(run):
         raise RunError(f"{run} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start again")
-    if overwrite and run.exists(): shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
+    if overwrite: check_overwrite(run)
+    rank, world = _rank_world()
+    created = not run.exists()
+    lock = RunLock(run).acquire() if rank == 0 else None
+    try:
+        if not overwrite and _run_status(config) == "finished": return _reuse(run)  # finished while we waited for the lock
+        if restart and rank == 0:
+            print(f"[restart] {run} holds this config but no checkpoint or evaluation (an earlier process stopped before its "
+                  "first checkpoint); training it from step 0", flush=True)
+        return _train_locked(config, resume or restart, overwrite, progress, callbacks, rank, world)
+    finally:
+        if lock is not None:
+            lock.release()
+            if created and _is_blank(run): shutil.rmtree(run, ignore_errors=True)  # a new folder whose run never started
+
+def _reuse(run:Path) -> dict:
+    print(f"[reuse] {run} already holds this finished run; nothing to train", flush=True)
+    return {**json.loads((run / "result.json").read_text()), "reused": True}
+
+def _train_locked(config, resume, overwrite, progress, callbacks, rank, world) -> dict:
+    "`train` once the run directory is locked: build everything, only then replace an old run, then train and test."
+    run = Path(config.output_dir)
     if not progress: datasets.disable_progress_bars()
     tokenizer = build_tokenizer(config)
     model = build_model(config, tokenizer)
     copies = fewshot_copies(config) if config.init_from else {}
     data = build_datasets(config, tokenizer)
-    if not (run / "config.json").is_file():
-        write_json(run / "config.json", {"config": config.to_dict(), "model_tasks": list(model_tasks(config)), "fewshot_copies": copies,
-                                         "seeds": {"model": config.seed, "data": config.data_seed, "sampler": config.sampler_seed},
-                                         "hyperformer_version": hyperformer.__version__})
-    checkpoint = latest_checkpoint(run) if resume else None
-    if resume:  # forget evaluations newer than the checkpoint: they are redone identically
-        done = checkpoint and int(checkpoint.name.split("-")[-1])
-        kept = [r for r in read_jsonl(run / "metrics.jsonl") if done and r["step"] <= done]
-        atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-        if not done: shutil.rmtree(run / "best", ignore_errors=True)
+    if rank == 0:
+        if overwrite and any(p.name != RUN_LOCK for p in run.iterdir()):
+            kept = clear_run_dir(run)
+            print(f"[overwrite] replaced the run in {run}" + (f"; kept {kept} (not written by hyperformer)" if kept else ""), flush=True)
+        if not (run / RUN_MARKER).is_file(): write_run_marker(run)
+        if not (run / "config.json").is_file():
+            write_json(run / "config.json", {"config": config.to_dict(), "model_tasks": list(model_tasks(config)), "fewshot_copies": copies,
+                                             "seeds": {"model": config.seed, "data": config.data_seed, "sampler": config.sampler_seed},
+                                             "hyperformer_version": hyperformer.__version__})
+        _fault("config")
+    checkpoint, best = prepare_resume(run, world, write=rank == 0) if resume else (None, None)
     train_sets = [data[t]["train"] for t in config.tasks]
+    callbacks = list(callbacks or []) + ([_FaultCallback()] if os.environ.get("HYPERFORMER_FAULT") else [])
     trainer = HyperFormerTrainer(model=model, args=_training_arguments(config, progress), train_dataset=concatenate_datasets(train_sets),
                                  eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tokenizer),
                                  experiment=config, tokenizer=tokenizer, eval_sets=data, train_sizes=[len(s) for s in train_sets],
                                  callbacks=callbacks)
+    trainer.best = best  # the selection so far comes from metrics.jsonl, not from whatever best/ holds
     if not progress: trainer.remove_callback(PrinterCallback)  # the [eval] summary lines say what matters
     start = time.time()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -585,6 +954,8 @@ def evaluate_run(run_dir:str|Path, # a run directory
     "`{split: scores}` of a saved run's checkpoint."
     config = read_run_config(run_dir)
     tasks = _task_tuple(tasks) if tasks else config.eval_tasks
+    lacking = [t for t in tasks if t not in model_tasks(config)]
+    if lacking: raise ValueError(f"--tasks {','.join(lacking)}: the run in {run_dir} has no such task; its tasks are {','.join(model_tasks(config))}")
     splits = (splits,) if isinstance(splits, str) else tuple(splits)
     for s in splits: check_choice("split", s, ("validation", "test"))
     tokenizer = build_tokenizer(config)
@@ -652,6 +1023,67 @@ def results_dir(name:str, given:str|Path|None=None) -> Path:
 # %% ../nbs/07_train.ipynb #810646fa
 def fewshot_budget(profile:str, k:int, steps:int|None=None) -> dict:
     "`max_steps`, `batch_size` and `eval_steps` of a k-shot run (`steps` overrides the length)."
+    check_positive_int("k", k)
+    if steps is not None: check_positive_int("steps", steps)
     batch = min(PROFILES[profile]["batch_size"], k)
-    steps = steps or (10 if profile == "smoke" else max(1000, math.ceil(100 * k / batch)))
+    steps = steps if steps is not None else (10 if profile == "smoke" else max(1000, math.ceil(100 * k / batch)))
     return dict(max_steps=steps, batch_size=batch, eval_steps=max(1, steps // (2 if profile == "smoke" else 20)))
+
+# %% ../nbs/07_train.ipynb #c0542fe2
+from .tasks import FEW_SHOT_TASKS
+from .data import load_sample
+
+MODEL_SIZES = ("small", "base")  # the paper's T5 sizes
+FEWSHOT_CAPS = {"cb": 250}  # the paper's few-shot grid stops at CB's 250 training rows
+
+def int_param(name:str, # the notebook parameter
+              value, # its value (None: `default`)
+              default:int|None=None, # value when None
+              minimum:int=1, # smallest allowed value (0 for seeds)
+             ) -> int|None:
+    "An integer notebook parameter: an int, or text of one; `4.5`, `True` or a value below `minimum` are refused."
+    if value is None: return default
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.lstrip("-").isdigit(): text = int(text)
+    if isinstance(text, float) and text.is_integer() and not isinstance(value, str): text = int(text)
+    if not isinstance(text, int) or isinstance(text, bool) or text < minimum:
+        raise ValueError(f"parameter {name}={value!r} must be an integer >= {minimum}")
+    return text
+
+def int_grid(name:str, value, default:str|tuple|None=None, minimum:int=1) -> tuple[int, ...]:
+    "A comma-separated (or list) integer notebook parameter; None means `default`; empty or bad values are refused."
+    given = default if value is None else value
+    items = [v.strip() for v in given.split(",")] if isinstance(given, str) else list(given) if isinstance(given, (list, tuple)) else [given]
+    try: out = tuple(int_param(name, v, minimum=minimum) for v in items if v != "")
+    except ValueError:
+        raise ValueError(f"parameter {name}={value!r} must be an integer >= {minimum} or a comma-separated list of them") from None
+    if not out: raise ValueError(f"parameter {name}={value!r} names no value; give e.g. {name}=4,16")
+    return out
+
+def fewshot_tasks(value) -> tuple[str, ...]:
+    "The few-shot tasks named by a notebook parameter (None: all seven); a GLUE or unknown task is refused."
+    names = tuple(get_task(t).name for t in as_tuple(value)) or FEW_SHOT_TASKS
+    for t in names: check_choice("task", t, FEW_SHOT_TASKS)
+    return names
+
+def paper_size(size:str|None, model:str|None, profile:str) -> str:
+    "The paper's T5 size whose rows a table compares with: `size`, else from the model name (smoke: small)."
+    if size is None: return "base" if (model and "base" in str(model)) or (model is None and profile != "smoke") else "small"
+    check_choice("size", size, MODEL_SIZES)
+    return size
+
+def train_rows(task:str, profile:str, data_dir:str|None=None) -> int:
+    "Training rows `task` offers under `profile`: the shipped sample, else the official train split (less the held-out validation rows)."
+    spec, defaults = get_task(task), PROFILES[profile]
+    if defaults["data_source"] == "sample" and data_dir is None: return len(load_sample(spec, "train"))
+    rows = spec.official_sizes[spec.split_map["train"]]
+    return rows - 1000 if defaults["split_protocol"] == "paper" and spec.paper_group == "large" else rows
+
+def fewshot_k(task:str, k:int, profile:str, data_dir:str|None=None) -> int:
+    "The k of a few-shot run of `task` (CB capped at 250); a k above the task's training rows is refused."
+    k = min(int_param("k", k), FEWSHOT_CAPS.get(task, k))
+    rows = train_rows(task, profile, data_dir)
+    if k > rows: raise ValueError(f"k={k} is above the {rows} training rows of {task} under profile {profile!r}"
+                                  f"{'' if data_dir else ' (shipped samples)' if PROFILES[profile]['data_source'] == 'sample' else ''}; "
+                                  f"drop it from k_grid or use k <= {rows}")
+    return k

@@ -84,6 +84,13 @@ def test_sigkill_after_second_evaluation_then_resume_matches_uninterrupted(tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [15, 30, 45, 60]
     assert json.loads((run / "result.json").read_text())["test"] == json.loads((tmp_path / "whole" / "result.json").read_text())["test"]
+    # not only the final weights: every evaluation, the selected best/ and the test scores (issue 9; more kill moments
+    # and damaged checkpoints in test_faults_rundir.py)
+    evals = lambda r: [{k: v for k, v in e.items() if k != "seconds"} for e in read_jsonl(r / "metrics.jsonl")]
+    assert evals(run) == evals(tmp_path / "whole")
+    a, b = (load_file(str(r / "best" / ADAPTER_WEIGHTS_NAME)) for r in (run, tmp_path / "whole"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((tmp_path / "whole" / "test_metrics.json").read_text())
 
 
 def _trainer(config):
@@ -180,12 +187,17 @@ def run_main(*args):
 
 
 def test_clear_errors(tmp_path):
-    for args, message in [(["--method", "lora"], "choose one of: finetune"), (["--tasks", "rte,wnli"], "wnli"),
+    for args, message in [(["--tasks", "rte,wnli"], "wnli"),
                           (["--max-steps", "0"], "max_steps=0 must be a positive integer"),
                           (["--batch-size", "0"], "batch_size=0 must be a positive integer")]:
         code, err = run_main("train", *args, "--output-dir", str(tmp_path / "x"))
         assert code == 2 and message in err, (args, err[-500:])
-    with pytest.raises(SystemExit): run_main("train", "--profile", "fast")
+    import contextlib, io
+    from hyperformer.cli import main
+    for bad in (["--profile", "fast"], ["--method", "lora"]):  # choices are the parser's: exit 2 before any work
+        err = io.StringIO()
+        with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(err): main(["train", *bad])
+        assert stopped.value.code == 2 and "invalid choice" in err.getvalue(), err.getvalue()
 
 
 def test_output_dir_with_a_different_run_is_refused_unless_overwrite(tmp_path):
@@ -231,5 +243,9 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"best_step"') == 1  # the summary comes from rank 0 only
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [10, 20]
+    # rank 0 held the run's lock for the job (released at the end); the checkpoint is complete for 2 processes
+    assert (run / ".hyperformer-run").is_file() and not (run / ".hyperformer-lock").exists()
+    manifest = json.loads((latest_checkpoint(run) / "checkpoint_manifest.json").read_text())
+    assert manifest["world_size"] == 2 and {"rng_state_0.pth", "rng_state_1.pth"} <= set(manifest["files"])
     logged = json.loads((run / "test_metrics.json").read_text())
     assert evaluate_run(run)["test"]["tasks"] == logged["tasks"]
