@@ -575,7 +575,7 @@ class ParameterCount:
     def to_dict(self) -> dict: return asdict(self)
 
 def paper_formula(method:str, n_tasks:int, n_layers:int, d_model:int, bottleneck:int, t:int=64, e:int=128) -> int|None:
-    "The §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++; None otherwise."
+    "The paper §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++; None otherwise."
     h, d, T, L = d_model, bottleneck, n_tasks, n_layers
     if method in ("adapters", "adapters-shared"): return 4 * T * L * (2 * h * d + 2 * h)
     if method == "hyperformer++": return t * (T + 4 + 2 * L) + 8 * t * e + 2 * t * (2 * h * d + 2 * h)

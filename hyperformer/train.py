@@ -99,7 +99,7 @@ class ExperimentConfig:
     max_target_length:int # target tokens
     gradient_accumulation_steps:int # batches per optimiser step
     max_grad_norm:float # global-norm clipping (1.0 as the released code)
-    stale_momentum:bool # compat: unsampled tasks keep receiving Adam updates from stale momentum (§4.8)
+    stale_momentum:bool # compat: unsampled tasks keep receiving Adam updates from stale momentum (torch 1.7's zero_grad)
     optimizer:str # adamw (torch) | adamw-3.5.1 (compat: eps added to the uncorrected sqrt of the second moment)
     cross_attention_bias:bool # compat: transformers 3.5.1's relative position bias in every decoder cross-attention
     decode_length:str # with-eos: generate up to the longest label + EOS | without-eos: one token fewer (released code)
