@@ -67,6 +67,7 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--config", default=None, help="JSON file with ExperimentConfig fields (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --output-dir")
     p.add_argument("--overwrite", action="store_true", help="replace whatever --output-dir holds")
+    p.add_argument("--reuse-stale", action="store_true", help="use a finished run of this config made by other code (another version or library source) as it is, instead of refusing it")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for f in dataclasses.fields(ExperimentConfig):
         if f.name == "profile": continue
@@ -109,7 +110,7 @@ def resume_command(config:ExperimentConfig, progress:bool=True) -> str|None:
 
 def run_train(args:argparse.Namespace) -> int:
     config = config_from_args(args)
-    try: result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+    try: result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, reuse_stale=args.reuse_stale,
                         callbacks=reporting_callbacks(getattr(args, "report_to", None), config.output_dir))
     except KeyboardInterrupt:
         if int(os.environ.get("RANK", "0")) == 0:

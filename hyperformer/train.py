@@ -35,16 +35,17 @@ from .metrics import compute_task_metrics, count_invalid, glue_average
 # %% auto #0
 __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
            'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
-           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'SMOKE_EXPERIMENT', 'MODEL_SIZES', 'FEWSHOT_CAPS',
-           'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks',
-           'build_model', 'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions',
-           'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir', 'latest_checkpoint',
-           'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock', 'HyperFormerTrainer',
-           'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem', 'usable_checkpoint',
-           'prune_checkpoints', 'prepare_resume', 'fewshot_copies', 'init_from_source', 'check_precision',
-           'Transformers351AdamW', 'train', 'evaluate_run', 'run_name', 'default_runs_root', 'run_experiment',
-           'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget', 'int_param', 'int_grid',
-           'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k']
+           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'SMOKE_EXPERIMENT', 'MODEL_SIZES',
+           'FEWSHOT_CAPS', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config',
+           'model_tasks', 'build_model', 'check_target_length', 'build_datasets', 'decode_tokens',
+           'generate_predictions', 'evaluate_tasks', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
+           'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
+           'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
+           'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
+           'init_from_source', 'check_precision', 'code_identity', 'Transformers351AdamW', 'train', 'evaluate_run',
+           'run_name', 'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides',
+           'results_dir', 'fewshot_budget', 'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows',
+           'fewshot_k']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -572,6 +573,8 @@ def write_predictions(folder:Path, split:str, predictions:dict) -> None:
 
 # %% ../nbs/07_train.ipynb #3fd1ebc5
 import hashlib
+import threading
+from contextlib import contextmanager
 from transformers import TrainerCallback
 
 CHECKPOINT_MANIFEST, KEEP_CHECKPOINTS = "checkpoint_manifest.json", 2
@@ -661,16 +664,27 @@ def prune_checkpoints(run_dir:str|Path, current:str|Path, keep:int=KEEP_CHECKPOI
         if not newer and (folder / CHECKPOINT_MANIFEST).is_file() and kept < keep: kept += 1
         else: shutil.rmtree(folder, ignore_errors=True)
 
+@contextmanager
+def interrupt_deferred():
+    "Hold Ctrl-C (SIGINT) until the block ends, then raise it: a checkpoint is never left half-written by a Ctrl-C."
+    if threading.current_thread() is not threading.main_thread(): yield; return  # signals reach the main thread only
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try: yield
+    finally: signal.signal(signal.SIGINT, previous)
+    if caught: raise KeyboardInterrupt
+
 def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:
-    "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning."
+    "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning; Ctrl-C waits for the end."
     folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-    if self.is_world_process_zero(): (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
-    super(HyperFormerTrainer, self)._save_checkpoint(model, trial)
-    _fault("save", self.state.global_step)
-    self.accelerator.wait_for_everyone()
-    if self.is_world_process_zero():
-        write_checkpoint_manifest(folder, self.args.world_size)
-        prune_checkpoints(self.run_dir, folder)
+    with interrupt_deferred():
+        if self.is_world_process_zero(): (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
+        super(HyperFormerTrainer, self)._save_checkpoint(model, trial)
+        _fault("save", self.state.global_step)
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            write_checkpoint_manifest(folder, self.args.world_size)
+            prune_checkpoints(self.run_dir, folder)
 
 HyperFormerTrainer._save_checkpoint = _save_checkpoint
 
@@ -803,14 +817,39 @@ def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTraini
         remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
         ddp_find_unused_parameters=config.method != "finetune", predict_with_generate=False)
 
+import functools
+
+RUN_INDEPENDENT_MODULES = ("_modidx", "report", "bench", "cli", "experiments")  # tables, timing, entry points: no effect on a run
+
+@functools.lru_cache(maxsize=None)
+def code_identity() -> dict:
+    "The package version and a fingerprint of the library source and shipped data that a run's results depend on."
+    root = Path(hyperformer.__file__).parent
+    files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and not (p.parent == root and p.stem in RUN_INDEPENDENT_MODULES))
+    digest = hashlib.sha256()
+    for p in files: digest.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return {"version": hyperformer.__version__, "fingerprint": digest.hexdigest()[:16]}
+
+def _saved_code(run:Path) -> dict|None:
+    try: return json.loads((run / "config.json").read_text()).get("code")
+    except (OSError, ValueError, AttributeError): return None
+
 def _run_status(config:ExperimentConfig) -> str:
-    "empty | finished | unfinished (same config) | different."
+    "empty | finished | unfinished (same config) | different | stale (same config, made by other code)."
     run = Path(config.output_dir)
     if not (run / "config.json").is_file(): return "empty" if _is_blank(run) else "different"
     try: saved = json.loads((run / "config.json").read_text())["config"]
     except (ValueError, KeyError, TypeError): return "different"  # another program's config.json (a model folder, ...)
     if saved != config.to_dict(): return "different"
+    if _saved_code(run) != code_identity(): return "stale"
     return "finished" if (run / "result.json").is_file() else "unfinished"
+
+def _refuse_stale(run:Path) -> RunError:
+    made, now = _saved_code(run) or {"version": "unknown", "fingerprint": "none recorded"}, code_identity()
+    return RunError(f"{run} holds this config, made by other code (hyperformer {made['version']}, source {made['fingerprint']}; "
+                    f"this is {now['version']}, source {now['fingerprint']}): its results may differ from what this code computes. "
+                    "Pass --overwrite to train it again, or --reuse-stale to use it as it is")
 
 def _refuse_different(config:ExperimentConfig) -> RunError:
     run = Path(config.output_dir)
@@ -867,6 +906,7 @@ def train(config:ExperimentConfig, # the resolved experiment
           overwrite:bool=False, # replace the run in config.output_dir (only a run of this package, once the new one is built)
           progress:bool=True, # progress bars
           callbacks:list|None=None, # extra transformers TrainerCallbacks
+          reuse_stale:bool=False, # treat a run of this config made by other code (another version or library source) as this code's
          ) -> dict:
     "Train, select the best checkpoint on validation, evaluate it on test; returns the run's result."
     run = Path(config.output_dir)
@@ -874,6 +914,11 @@ def train(config:ExperimentConfig, # the resolved experiment
     if resume and overwrite:
         raise RunError(f"--resume continues the run in {run} and --overwrite deletes it; pass only one of them")
     status = _run_status(config)
+    if status == "stale" and reuse_stale and not overwrite:
+        print(f"[stale] {run} was made by other code ({(_saved_code(run) or {}).get('fingerprint', 'none recorded')}); "
+              "used as it is (--reuse-stale)", flush=True)
+        status = "finished" if (run / "result.json").is_file() else "unfinished"
+    if status == "stale" and not overwrite: raise _refuse_stale(run)
     if status == "finished" and not overwrite: return _reuse(run)
     if status == "different" and not overwrite: raise _refuse_different(config)
     restart = status == "unfinished" and not (resume or overwrite)
@@ -884,7 +929,8 @@ def train(config:ExperimentConfig, # the resolved experiment
     created = not run.exists()
     lock = RunLock(run).acquire() if rank == 0 else None
     try:
-        if not overwrite and _run_status(config) == "finished": return _reuse(run)  # finished while we waited for the lock
+        if not overwrite and (run / "result.json").is_file() and _run_status(config) in ("finished", "stale"):
+            return _reuse(run)  # finished while we waited for the lock
         if restart and rank == 0:
             print(f"[restart] {run} holds this config but no checkpoint or evaluation (an earlier process stopped before its "
                   "first checkpoint); training it from step 0", flush=True)
@@ -914,7 +960,7 @@ def _train_locked(config, resume, overwrite, progress, callbacks, rank, world) -
         if not (run / "config.json").is_file():
             write_json(run / "config.json", {"config": config.to_dict(), "model_tasks": list(model_tasks(config)), "fewshot_copies": copies,
                                              "seeds": {"model": config.seed, "data": config.data_seed, "sampler": config.sampler_seed},
-                                             "hyperformer_version": hyperformer.__version__})
+                                             "hyperformer_version": hyperformer.__version__, "code": code_identity()})
         _fault("config")
     checkpoint, best = prepare_resume(run, world, write=rank == 0) if resume else (None, None)
     train_sets = [data[t]["train"] for t in config.tasks]
@@ -964,8 +1010,6 @@ def evaluate_run(run_dir:str|Path, # a run directory
     return {s: evaluate_tasks(model, tokenizer, {t: data[t][s] for t in tasks}, config.split_protocol, config.eval_batch_size, config.decode_length)[0] for s in splits}
 
 # %% ../nbs/07_train.ipynb #b1ecbba5
-import hashlib
-
 def run_name(config:ExperimentConfig) -> str:
     "A readable, unique folder name for `config` (its output_dir aside)."
     fields = {k: v for k, v in config.to_dict().items() if k != "output_dir"}
@@ -984,13 +1028,16 @@ def default_runs_root() -> Path:
 def run_experiment(root:str|Path|None=None, # folder holding the runs (default: `default_runs_root()/profile`)
                    profile:str="smoke", # profile of the run
                    progress:bool=False, # progress bars
+                   reuse_stale:bool=False, # reuse a finished run of these knobs made by other code instead of retraining it
                    **overrides, # ExperimentConfig fields
                   ) -> dict:
-    "Train (or reuse) the run of `overrides` under `root`; the result carries `output_dir` and `reused`."
+    "Train (or reuse) the run of `overrides` under `root`; a run made by other code is retrained. Carries `output_dir` and `reused`."
     config = make_config(profile, **overrides, output_dir="pending")
     root = Path(root) if root is not None else default_runs_root() / profile
     config = config.replace(output_dir=str(root / run_name(config)))
-    return {**train(config, progress=progress), "output_dir": config.output_dir}
+    stale = not reuse_stale and _run_status(config) == "stale"
+    if stale: print(f"[stale] {config.output_dir} was made by other code; training it again with this code", flush=True)
+    return {**train(config, progress=progress, overwrite=stale, reuse_stale=reuse_stale), "output_dir": config.output_dir}
 
 def result_rows(result:dict, split:str="test", **tags) -> list[dict]:
     "Tidy rows (task, metric, value, split + tags) of a run result, for pandas."
