@@ -216,11 +216,11 @@ class HyperFormerSharedLayersAdapters(nn.Module):
     def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
         super().__init__()
         self.task_embeddings = TaskEmbeddings(config, project=False)
-        self.encoder = SharedLayersStack(config, n_layers["encoder"], d_model)
-        self.decoder = SharedLayersStack(config, n_layers["decoder"], d_model)
+        self.stacks = tuple(n_layers)  # ("encoder", "decoder"), or ("encoder",) for an encoder-only backbone
+        for s in self.stacks: setattr(self, s, SharedLayersStack(config, n_layers[s], d_model))
     def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
         z = self.task_embeddings(task_indices)
-        return {s: getattr(self, s)(z) for s in STACKS}
+        return {s: getattr(self, s)(z) for s in self.stacks}
     def generate_site(self, task_indices:list[int], stack:str, site:int) -> StackAdapterWeights:
         return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
 
