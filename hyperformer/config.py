@@ -12,15 +12,16 @@ from typing import Any
 from transformers.activations import ACT2FN
 
 # %% auto #0
-__all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES', 'MAX_TASKS', 'MAX_SEED',
-           'ABLATIONS', 'check_choice', 'check_positive_int', 'positive_int_arg', 'check_positive_float', 'check_seed',
-           'field_type_error', 'check_field_types', 'AdapterConfig', 'ablation_config', 'atomic_write',
-           'atomic_write_text']
+__all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'STACK_HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES',
+           'MAX_TASKS', 'MAX_SEED', 'ABLATIONS', 'check_choice', 'check_positive_int', 'positive_int_arg',
+           'check_positive_float', 'check_seed', 'field_type_error', 'check_field_types', 'AdapterConfig',
+           'ablation_config', 'atomic_write', 'atomic_write_text']
 
 # %% ../nbs/00_config.ipynb #a67a14af
-METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++")
+METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++", "hyperformer-shared-layers")
 ADAPTER_METHODS = METHODS[1:]
-HYPERNET_METHODS = ("hyperformer", "hyperformer++")
+HYPERNET_METHODS = ("hyperformer", "hyperformer++", "hyperformer-shared-layers")
+STACK_HYPERNET_METHODS = ("hyperformer++", "hyperformer-shared-layers")  # one projector (+ layer norm) per stack, z of size t
 SINGLE_TASK_METHODS = ("adapters",)  # one model per task, as in the paper
 INIT_REGIMES = ("faithful", "gamma-offset", "identity")
 MAX_TASKS = 10_000  # tasks of one model; far above any experiment, low enough to count parameters in seconds
@@ -120,7 +121,7 @@ class AdapterConfig:
     tasks:tuple[str, ...]=("task",) # the run's tasks; a task id is an index into this tuple
     reduction_factor:int=32 # bottleneck d = d_model // reduction_factor (must divide d_model)
     activation:str="gelu_new" # adapter non-linearity (released configs: gelu_new, the tanh GELU)
-    task_embedding_dim:int|None=None # t': size of the raw task vectors z; None -> 512 (hyperformer) / 64 (hyperformer++)
+    task_embedding_dim:int|None=None # t': size of the raw task vectors z; None -> 512 (hyperformer) / 64 (the stack-shared methods)
     hypernet_input_dim:int=64 # t: size of the embedding the hypernetworks read
     projector_hidden_dim:int=128 # e: hidden size of the task projector MLP
     task_projector:bool=True # hyperformer: z goes through Linear(t'->e)-ReLU-Linear(e->t); False feeds z directly (ablation)
@@ -131,6 +132,7 @@ class AdapterConfig:
     init_std:float=1e-2 # std of every added linear layer's weight (biases start at 0)
     adapter_norm_eps:float=1e-5 # eps of the adapter's post layer norm
     hypernet_norm_eps:float=1e-6 # eps of HyperFormer++'s layer norm on the projected embedding
+    hypernet_layer_norm:bool=True # STACK_HYPERNET_METHODS: layer norm on the projected embedding (released: unique_hyper_net_layer_norm)
 
     def __post_init__(self):
         if isinstance(self.tasks, str): object.__setattr__(self, "tasks", (self.tasks,))
@@ -138,7 +140,7 @@ class AdapterConfig:
         if len(self.tasks) > MAX_TASKS: raise ValueError(f"tasks has {len(self.tasks):,} names, above the limit of {MAX_TASKS:,}")
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.task_embedding_dim is None:
-            object.__setattr__(self, "task_embedding_dim", 64 if self.method == "hyperformer++" else 512)
+            object.__setattr__(self, "task_embedding_dim", 64 if self.method in STACK_HYPERNET_METHODS else 512)
         self._validate()
 
     def _validate(self):
@@ -157,12 +159,15 @@ class AdapterConfig:
             check_positive_int(name, getattr(self, name))
         for name in ("init_std", "adapter_norm_eps", "hypernet_norm_eps"):
             if not getattr(self, name) > 0: raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        if self.method == "hyperformer++" and self.task_embedding_dim != self.hypernet_input_dim:
-            raise ValueError(f"hyperformer++ needs task_embedding_dim == hypernet_input_dim (z, layer and position embeddings "
+        if self.method in STACK_HYPERNET_METHODS and self.task_embedding_dim != self.hypernet_input_dim:
+            raise ValueError(f"{self.method} needs task_embedding_dim == hypernet_input_dim (z, layer and position embeddings "
                              f"share one size), got {self.task_embedding_dim} and {self.hypernet_input_dim}")
-        if self.method == "hyperformer++" and not self.task_projector:
-            raise ValueError("task_projector=False applies to method='hyperformer' only: hyperformer++ always projects "
-                             "[task; layer; position] through its shared projector")
+        if self.method in STACK_HYPERNET_METHODS and not self.task_projector:
+            raise ValueError(f"task_projector=False applies to method='hyperformer' only: {self.method} always projects "
+                             "[task; layer(; position)] through its stack's projector")
+        if not self.hypernet_layer_norm and self.method not in STACK_HYPERNET_METHODS:
+            raise ValueError(f"hypernet_layer_norm=False applies to {' and '.join(STACK_HYPERNET_METHODS)} only "
+                             f"(method={self.method!r} has no layer norm on a projected embedding)")
         if self.method == "hyperformer" and not self.task_projector and self.task_embedding_dim != self.hypernet_input_dim:
             raise ValueError(f"without the task projector z feeds the hypernetworks directly, so task_embedding_dim "
                              f"({self.task_embedding_dim}) must equal hypernet_input_dim ({self.hypernet_input_dim}); "
@@ -217,6 +222,7 @@ ABLATIONS = {
     "no-task-projector": {"task_projector": False, "task_embedding_dim": 64},
     "frozen-t5-layer-norms": {"train_t5_layer_norms": False},
     "no-conditional-layer-norm-frozen-t5-layer-norms": {"conditional_layer_norm": False, "train_t5_layer_norms": False},
+    "no-hypernet-layer-norm": {"hypernet_layer_norm": False},  # released flag unique_hyper_net_layer_norm; not in Table 4
 }
 
 def ablation_config(base:AdapterConfig, # the full model's config (HyperFormer in the paper)

@@ -273,7 +273,7 @@ def _normalise_hub(task:TaskSpec, ds:datasets.Dataset) -> datasets.Dataset:
 def load_task_split(task:str|TaskSpec, # task name or spec
                     split:str, # source split name as on the hub
                     data_dir:str|Path|None=None, # root of local raw files; None: the hub
-                    revision:str|None=None, # hub revision (default: the spec's pin, else the default branch)
+                    revision:str|None=None, # hub revision (default: the TaskSpec's pin, else the default branch)
                     cache_dir:str|None=None, # `datasets` cache folder
                    ) -> datasets.Dataset:
     "One source split of `task` with the hub's columns, read from `data_dir` or from the hub."

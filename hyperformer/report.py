@@ -103,7 +103,7 @@ def _table3() -> pd.DataFrame:
             ("base", "hyperformer", "HyperFormer", 32, 86.58, "1.54x", "6.86%")]
     cols = ["size", "method", "model", "reduction_factor", "avg", "total_params", "trained_params_per_task"]
     frame = pd.DataFrame(rows, columns=cols)
-    frame["reduction_factor_printed"] = False  # inferred from the parameter columns (spec §2.4), not printed
+    frame["reduction_factor_printed"] = False  # inferred from the parameter columns (03_model's count), not printed
     return frame
 
 # %% ../nbs/08_report.ipynb #63d322ff

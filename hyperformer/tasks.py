@@ -67,9 +67,9 @@ class TaskSpec:
     label_names: tuple[str, ...]  # hub class names by label id (empty for STS-B)
     template: tuple[tuple[str, str], ...]  # (field label, column) pairs of the source text
     metrics: tuple[str, ...]  # metric names, in the order the reference computes them
-    postprocessor: str  # "string", "int" or "float": how generated text is parsed (§4.5)
+    postprocessor: str  # "string", "int" or "float": how generated text is parsed (released hyperformer/data/postprocessors.py)
     split_map: Mapping[str, str]  # role -> source split read by the released code
-    reference_group: str  # "small", "large" or "other" (§3.3)
+    reference_group: str  # "small", "large" or "other" (released hyperformer/data/tasks.py)
     paper_group: str  # "small", "large" or "other" (the paper's text)
     official_sizes: Mapping[str, int]  # hub split sizes (labelled splits used here)
     local_dir: str  # folder under `data_dir` holding the raw official files
@@ -77,7 +77,7 @@ class TaskSpec:
     reference_name: str = ""  # registry name in the released code (the reference prefix)
     reference_template: tuple[tuple[str, str], ...]|None = None  # template of the released code where it differs
     target_map: Mapping[str, str]|None = None  # label value -> target string where not str(label id)
-    similar_glue_task: str|None = None  # GLUE task a few-shot run initialises from (§5.1); None for GLUE tasks
+    similar_glue_task: str|None = None  # GLUE task a few-shot run initialises from (paper §3.2); None for GLUE tasks
     is_glue: bool = False
     hub_revision: str|None = None  # pin a hub revision here (None: the default branch)
 
@@ -140,7 +140,7 @@ _ORIGINAL = {"train": "train", "validation": "validation", "test": "test"}
 BINARY = ("0", "1")
 
 TREC_COARSE = ("ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM")
-TREC_FINE = (  # hub order of `fine_label` [I: the hub's TREC loader order]
+TREC_FINE = (  # hub order of `fine_label` (inferred from the hub's TREC loader)
     "ABBR:abb", "ABBR:exp", "ENTY:animal", "ENTY:body", "ENTY:color", "ENTY:cremat", "ENTY:currency", "ENTY:dismed",
     "ENTY:event", "ENTY:food", "ENTY:instru", "ENTY:lang", "ENTY:letter", "ENTY:other", "ENTY:plant", "ENTY:product",
     "ENTY:religion", "ENTY:sport", "ENTY:substance", "ENTY:symbol", "ENTY:techmeth", "ENTY:termeq", "ENTY:veh",

@@ -26,7 +26,7 @@ import hyperformer
 from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text, check_choice, check_positive_int
 from .config import check_field_types, check_positive_float, check_seed
 from .model import (HyperFormerModel, build_base_model, load_base_model, read_adapter_meta,
-                               ADAPTER_WEIGHTS_NAME)
+                               ADAPTER_WEIGHTS_NAME, add_cross_attention_bias, checkpoint_cross_attention_bias)
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 from .data import (DataUnavailableError, Seq2SeqCollator, TemperatureSampler, generation_length, load_splits,
                               preprocess)
@@ -37,18 +37,18 @@ from .metrics import METRICS, postprocess_texts
 
 # %% auto #0
 __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
-           'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES', 'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS',
-           'RUN_INDEPENDENT_MODULES', 'SMOKE_EXPERIMENT', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'ExperimentConfig',
-           'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model',
-           'make_collator', 'check_target_length', 'build_datasets', 'generate_predictions', 'evaluate_tasks',
-           'head_predictions', 'head_metrics', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
-           'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
-           'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
-           'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
-           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'train', 'evaluate_run',
-           'run_name', 'default_runs_root', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides',
-           'results_dir', 'fewshot_budget', 'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows',
-           'fewshot_k']
+           'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
+           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'SMOKE_EXPERIMENT', 'MODEL_SIZES',
+           'FEWSHOT_CAPS', 'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config',
+           'model_tasks', 'build_model', 'make_collator', 'check_target_length', 'build_datasets', 'decode_tokens',
+           'generate_predictions', 'evaluate_tasks', 'head_predictions', 'head_metrics', 'write_json', 'append_jsonl',
+           'read_jsonl', 'replace_dir', 'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite',
+           'clear_run_dir', 'RunLock', 'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest',
+           'checkpoint_problem', 'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume',
+           'fewshot_copies', 'init_from_source', 'head_label_map', 'check_precision', 'code_identity',
+           'Transformers351AdamW', 'train', 'evaluate_run', 'run_name', 'default_runs_root', 'run_experiment',
+           'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget', 'int_param', 'int_grid',
+           'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 PROFILES = {
@@ -64,6 +64,12 @@ PROFILES = {
 }
 LR_SCHEDULERS, LOSS_REDUCTIONS, SAMPLING_MODES = ("constant", "linear"), ("mean", "sum"), ("task", "mixed")
 PRECISIONS, DATA_SOURCES, FEWSHOT_MODES = ("fp32", "bf16", "fp16"), ("auto", "hub", "local", "sample"), ("paper", "task-only")
+
+# %% ../nbs/07_train.ipynb #469d3c3e
+OPTIMIZERS = ("adamw", "adamw-3.5.1")  # torch.optim.AdamW | transformers 3.5.1's AdamW (`Transformers351AdamW`)
+DECODE_LENGTHS = ("with-eos", "without-eos")  # new tokens: longest label incl. EOS | one fewer, as the released evaluation
+for _profile, _released in (("smoke", False), ("paper", False), ("reference", True)):
+    PROFILES[_profile].update(optimizer=OPTIMIZERS[_released], cross_attention_bias=_released, decode_length=DECODE_LENGTHS[_released])
 
 # %% ../nbs/07_train.ipynb #b4685fd6
 @dataclass(frozen=True)
@@ -97,7 +103,10 @@ class ExperimentConfig:
     max_target_length:int # target tokens
     gradient_accumulation_steps:int # batches per optimiser step
     max_grad_norm:float # global-norm clipping (1.0 as the released code)
-    stale_momentum:bool # compat: unsampled tasks keep receiving Adam updates from stale momentum (§4.8)
+    stale_momentum:bool # compat: unsampled tasks keep receiving Adam updates from stale momentum (torch 1.7's zero_grad)
+    optimizer:str # adamw (torch) | adamw-3.5.1 (compat: eps added to the uncorrected sqrt of the second moment)
+    cross_attention_bias:bool # compat: transformers 3.5.1's relative position bias in every decoder cross-attention
+    decode_length:str # with-eos: generate up to the longest label + EOS | without-eos: one token fewer (released code)
     data_dir:str|None # folder of raw task files (see hyperformer.data); None: hub or shipped samples
     data_source:str # auto | hub | local | sample
     n_train:int|None # subsample each training task to this many rows (few-shot / low-resource)
@@ -117,6 +126,7 @@ class ExperimentConfig:
         check_choice("sampling", self.sampling, SAMPLING_MODES); check_choice("precision", self.precision, PRECISIONS)
         check_choice("data_source", self.data_source, DATA_SOURCES); check_choice("split_protocol", self.split_protocol, SPLIT_PROTOCOLS)
         check_choice("ablation", self.ablation, tuple(ABLATIONS)); check_choice("fewshot_train", self.fewshot_train, FEWSHOT_MODES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS); check_choice("decode_length", self.decode_length, DECODE_LENGTHS)
         if not self.tasks: raise ValueError("tasks is empty; name at least one task, e.g. tasks=('rte',)")
         for t in self.tasks + self.eval_tasks: get_task(t)  # unknown task: error lists the known ones
         for name in ("max_steps", "batch_size", "eval_batch_size", "eval_steps", "gradient_accumulation_steps", "max_source_length", "max_target_length"):
@@ -234,6 +244,8 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
         try: base = load_base_model(backbone.model)
         except OSError as e: raise RunError(f"{e} {_offline_hint()}") from e
     else: base = build_base_model(backbone.model, seed=backbone.seed)
+    if config.cross_attention_bias:  # transformers 3.5.1's table: the checkpoint's, or random for a random backbone
+        add_cross_attention_bias(base, checkpoint_cross_attention_bias(backbone.model) if backbone.pretrained else None, seed=backbone.seed)
     if tokenizer is not None and len(tokenizer) > base.config.vocab_size:
         raise RunError(f"the tokenizer has {len(tokenizer)} tokens but {backbone.model!r} embeds {base.config.vocab_size}; use a matching tokenizer")
     set_seed(config.seed)
@@ -243,7 +255,7 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
     if config.init_from: init_from_source(model, config)
     return model
 
-# %% ../nbs/07_train.ipynb #6e90b133
+# %% ../nbs/07_train.ipynb #e0553e3c
 def _family(config:ExperimentConfig):
     "The backbone family of a run (the source run's backbone for few-shot transfer)."
     name = _backbone_config(config).model
@@ -296,6 +308,13 @@ def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and to
     return out
 
 # %% ../nbs/07_train.ipynb #aa729263
+def decode_tokens(task:str, tokenizer, protocol:str="paper", # the task, the run's tokenizer, its split protocol
+                  decode_length:str="with-eos", # one of DECODE_LENGTHS
+                 ) -> int:
+    "`max_new_tokens` of a task's evaluation: its longest label with EOS (L), or L - 1 as the released evaluation."
+    check_choice("decode_length", decode_length, DECODE_LENGTHS)
+    return generation_length(task, tokenizer, protocol) - (decode_length == "without-eos")
+
 def _dist() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -327,7 +346,9 @@ def generate_predictions(model:HyperFormerModel, tokenizer, dataset, # tokenised
     return preds, refs
 
 def evaluate_tasks(model:HyperFormerModel, tokenizer, datasets:dict[str, Any], # {task: tokenised split}
-                   protocol:str="paper", batch_size:int=64) -> tuple[dict, dict]:
+                   protocol:str="paper", batch_size:int=64,
+                   decode_length:str="with-eos", # one of DECODE_LENGTHS
+                  ) -> tuple[dict, dict]:
     "`({task: metrics} + averages, {task: [(prediction, target)]})` of `datasets`."
     results, predictions = {}, {}
     for task, ds in datasets.items():
@@ -336,12 +357,12 @@ def evaluate_tasks(model:HyperFormerModel, tokenizer, datasets:dict[str, Any], #
             results[task] = head_metrics(task, preds, refs)
             predictions[task] = {"predictions": preds, "targets": refs, "invalid": 0}
             continue
-        preds, refs = generate_predictions(model, tokenizer, ds, generation_length(task, tokenizer, protocol), batch_size)
+        preds, refs = generate_predictions(model, tokenizer, ds, decode_tokens(task, tokenizer, protocol, decode_length), batch_size)
         results[task] = compute_task_metrics(task, preds, refs)
         predictions[task] = {"predictions": preds, "targets": refs, "invalid": count_invalid(task, preds)}
     return {"tasks": results, **glue_average(results)}, predictions
 
-# %% ../nbs/07_train.ipynb #e417f157
+# %% ../nbs/07_train.ipynb #15f270ba
 def _gather_rows(indices:list[int], preds:list, refs:list) -> tuple[list, list]:
     "All processes' (prediction, reference) rows in dataset order (a no-op without DDP)."
     rank, world = _dist()
@@ -569,16 +590,17 @@ class HyperFormerTrainer(Seq2SeqTrainer):
 
     def _zero_fill_unused_grads(self, model):
         "Released-code compat: a parameter that once had a gradient gets a zero one when unused (torch 1.7 zero_grad)."
+        state = getattr(self.optimizer, "state", {})  # restored on resume: a parameter with Adam state has had a gradient
         for p in model.parameters():
             if not p.requires_grad: continue
             if p.grad is not None: self._had_grad.add(id(p))
-            elif id(p) in self._had_grad: p.grad = torch.zeros_like(p)
+            elif id(p) in self._had_grad or p in state: p.grad = torch.zeros_like(p)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix:str="eval", **gen_kwargs) -> dict[str, float]:
         e, start = self.experiment, time.time()
         model = self.accelerator.unwrap_model(self.model)
         scores, predictions = evaluate_tasks(model, self.tok, {t: self.eval_sets[t]["validation"] for t in e.eval_tasks},
-                                             e.split_protocol, self.args.per_device_eval_batch_size)
+                                             e.split_protocol, self.args.per_device_eval_batch_size, e.decode_length)
         step = self.state.global_step
         record = {"step": step, "split": "validation", "profile": e.profile, **scores, "seconds": round(time.time() - start, 3)}
         is_best = self.best is None or scores["avg_flat"] > self.best["avg_flat"]
@@ -841,7 +863,7 @@ def init_from_source(model:HyperFormerModel, config:ExperimentConfig) -> dict[st
             p.requires_grad_(any(_task_param_name(name, t, t) for t in new_tasks))
     return copies
 
-# %% ../nbs/07_train.ipynb #ad2d7260
+# %% ../nbs/07_train.ipynb #edb25365
 def head_label_map(task:str, source:str) -> list[int]|None:
     "For each label of `task`'s head, the output row of `source`'s head with the same label; None when the label sets differ."
     a, b = get_task(task), get_task(source)
@@ -917,6 +939,47 @@ def _refuse_different(config:ExperimentConfig) -> RunError:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if saved.get(k) != v)
     except (OSError, ValueError, KeyError): diff = "it is not a run directory"
     return RunError(f"{run} holds a different run ({diff}); pass --overwrite to replace it or choose another --output-dir")
+
+# %% ../nbs/07_train.ipynb #f3c21c60
+class Transformers351AdamW(torch.optim.Optimizer):
+    "AdamW as transformers 3.5.1 computes it: eps on the uncorrected sqrt(v), bias corrections in the step size."
+    def __init__(self, params, lr:float=1e-3, betas:tuple[float, float]=(0.9, 0.999), eps:float=1e-6,
+                 weight_decay:float=0.0, correct_bias:bool=True):
+        if lr < 0: raise ValueError(f"lr={lr} must be >= 0")
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1): raise ValueError(f"betas={betas} must lie in [0, 1)")
+        if eps < 0: raise ValueError(f"eps={eps} must be >= 0")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, correct_bias=correct_bias))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:
+            (beta1, beta2), lr = group["betas"], group["lr"]
+            for p in group["params"]:
+                if p.grad is None: continue
+                if p.grad.is_sparse: raise RuntimeError("Transformers351AdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                state["step"] += 1
+                exp_avg, exp_avg_sq, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+                exp_avg.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                step_size = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) if group["correct_bias"] else lr
+                p.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
+                if group["weight_decay"] > 0: p.add_(p, alpha=-lr * group["weight_decay"])
+        return loss
+
+def _create_optimizer(self:HyperFormerTrainer, model=None):
+    "The Trainer's optimiser, or `Transformers351AdamW` for `optimizer='adamw-3.5.1'` (same parameter groups)."
+    if self.optimizer is None and self.optimizer_cls_and_kwargs is None and self.experiment.optimizer == "adamw-3.5.1":
+        a = self.args
+        self.optimizer_cls_and_kwargs = (Transformers351AdamW, dict(lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon))
+    return Seq2SeqTrainer.create_optimizer(self, model)
+HyperFormerTrainer.create_optimizer = _create_optimizer
 
 # %% ../nbs/07_train.ipynb #a23f83d9
 def train(config:ExperimentConfig, # the resolved experiment
@@ -998,7 +1061,7 @@ def _finish(config, model, tokenizer, data, best, train_metrics, seconds) -> dic
     "Test evaluation of the best checkpoint, then result.json (written last)."
     run = Path(config.output_dir)
     model.load_adapter(run / "best")
-    test, predictions = evaluate_tasks(model, tokenizer, {t: data[t]["test"] for t in config.eval_tasks}, config.split_protocol, config.eval_batch_size)
+    test, predictions = evaluate_tasks(model, tokenizer, {t: data[t]["test"] for t in config.eval_tasks}, config.split_protocol, config.eval_batch_size, config.decode_length)
     rank, _ = _dist()
     result = {"profile": config.profile, "method": config.method, "best_step": best["step"], "validation": best, "test": test,
               "train_loss": train_metrics.get("train_loss"), "train_seconds": round(seconds, 2), "steps": config.max_steps}
@@ -1025,7 +1088,7 @@ def evaluate_run(run_dir:str|Path, # a run directory
     tokenizer = build_tokenizer(config)
     model = build_model(config, tokenizer).load_adapter(Path(checkpoint) if checkpoint else Path(run_dir) / "best")
     data = build_datasets(config, tokenizer, tasks, splits)
-    return {s: evaluate_tasks(model, tokenizer, {t: data[t][s] for t in tasks}, config.split_protocol, config.eval_batch_size)[0] for s in splits}
+    return {s: evaluate_tasks(model, tokenizer, {t: data[t][s] for t in tasks}, config.split_protocol, config.eval_batch_size, config.decode_length)[0] for s in splits}
 
 # %% ../nbs/07_train.ipynb #b1ecbba5
 def run_name(config:ExperimentConfig) -> str:
