@@ -27,7 +27,8 @@ def cli(*args, timeout=300):
 
 @pytest.mark.parametrize("arch,method,sampling", [
     ("bert-tiny", "finetune", "task"), ("bert-tiny", "adapters", "task"), ("bert-tiny", "adapters-shared", "mixed"),
-    ("bert-tiny", "hyperformer", "task"), ("bert-tiny", "hyperformer++", "mixed"), ("roberta-tiny", "hyperformer++", "task")])
+    ("bert-tiny", "hyperformer", "task"), ("bert-tiny", "hyperformer++", "mixed"), ("roberta-tiny", "hyperformer++", "task"),
+    ("bert-tiny", "hyperformer-shared-layers", "task")])
 def test_every_method_trains_heads_selects_and_reproduces(tmp_path, arch, method, sampling):
     overrides = dict(QUICK, tasks="rte") if method == "adapters" else QUICK
     config = make_config("smoke", model=arch, method=method, sampling=sampling, output_dir=str(tmp_path / "run"), **overrides)
