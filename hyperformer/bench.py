@@ -25,7 +25,8 @@ from .model import T5_ARCHITECTURES, HyperFormerModel, architecture_name, base_c
 # %% auto #0
 __all__ = ['DEFAULT_METHODS', 'GENERATION_VARIANTS', 'OPTIMIZERS', 'TARGETS', 'TARGET_SETTING', 'BenchConfig',
            'synthetic_batches', 'bench_tasks', 'build_bench_model', 'TrainLoop', 'state_bytes', 'step_peak_bytes',
-           'generation_variants', 'time_generation', 'run_benchmark', 'format_report', 'add_bench_parser', 'run_bench']
+           'generation_variants', 'time_generation', 'run_benchmark', 'format_report', 'add_bench_parser', 'run_bench',
+           'markdown_report']
 
 # %% ../nbs/09_bench.ipynb #eaf193ec
 DEFAULT_METHODS = ("finetune", "adapters-shared", "hyperformer", "hyperformer++")
@@ -212,7 +213,7 @@ def time_generation(generate:Callable[[dict[str, Tensor]], Tensor], batch:dict[s
 def _ratio(a:float|None, b:float|None) -> float|None: return None if a is None or not b else a / b
 
 def _check_targets(result:dict) -> list[dict]:
-    "Issue 6's targets that this result can check."
+    "The efficiency targets (`TARGETS`) that this result can check, each with its measured ratio and whether it is met."
     found = {}
     for m, r in result["training"].items():
         found[f"train_time/{m}"] = r["time_ratio"]; found[f"train_memory/{m}"] = r.get("memory_ratio")
@@ -360,3 +361,24 @@ def run_bench(args:argparse.Namespace) -> int:
     result = run_benchmark(config, log=log)
     print(json.dumps(result, indent=None if args.json else 2) if args.json else format_report(result))
     return 0
+
+# %% ../nbs/09_bench.ipynb #9c32ddfc
+def markdown_report(result:dict) -> str:
+    "A benchmark result's training ratios as a Markdown table beside the paper's (Tables 5-6), plus its other ratios."
+    from hyperformer.report import paper_table
+    paper = paper_table("table5_6").set_index("method")
+    env, cfg = result["environment"], result["config"]
+    head = (f"{cfg['model']} shape on {env['device']}, batch {cfg['batch_size']}, source {cfg['source_length']}, target "
+            f"{cfg['target_length']}, best of {cfg['rounds']} round medians of {cfg['steps']} steps, torch {env['torch']}\n\n")
+    rows = ["| method | ms/step | × finetune | paper (Table 6) | peak MB | × finetune | paper (Table 5) | trained params |",
+            "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x, spec: "–" if x is None else format(x, spec)
+    for m, r in result["training"].items():
+        p = paper.loc[m] if m in paper.index else None
+        rows.append(f"| {m} | {r['step_seconds'] * 1e3:.1f} | {fmt(r['time_ratio'], '.3f')} | "
+                    f"{fmt(None if p is None else 1 + p['time_delta_percent'] / 100, '.2f')} | "
+                    f"{fmt(r.get('peak_bytes') and r['peak_bytes'] / 2**20, '.0f')} | {fmt(r.get('memory_ratio'), '.3f')} | "
+                    f"{fmt(None if p is None else 1 + p['memory_delta_percent'] / 100, '.2f')} | {r['trainable_parameters'] / 1e6:.1f}M |")
+    extra = [f"mixed-task {m}: {fmt(r['ratio'], '.3f')}× a single-task batch" for m, r in result["mixed_task"].items()]
+    extra += [f"generate ({v}): {fmt(r.get('ratio'), '.3f')}× stock" for v, r in result["generation"].items() if v != "stock"]
+    return head + "\n".join(rows) + ("\n\n" + "; ".join(extra) if extra else "")
