@@ -192,7 +192,7 @@ class SharedLayersStack(nn.Module):
     def layer_embeddings_of(self, z:Tensor # (U, t) task vectors
                            ) -> Tensor:
         "I for every (task, layer): (U, L, t)."
-        U, (L, t) = z.shape[0], self.layer_embeddings.weight.shape
+        U, L = z.shape[0], self.layer_embeddings.weight.shape[0]
         inputs = torch.cat([z[:, None].expand(U, L, -1), self.layer_embeddings.weight[None].expand(U, L, -1)], -1)
         return self.norm(self.projector(inputs))
 

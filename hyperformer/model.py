@@ -520,7 +520,6 @@ HyperFormerModel.activation_checkpointing_enable = _activation_checkpointing_ena
 HyperFormerModel.gradient_checkpointing_enable = _gradient_checkpointing_enable
 
 # %% ../nbs/03_model.ipynb #3cdf4d23
-import warnings
 from transformers.models.t5.modeling_t5 import T5Attention
 
 CROSS_ATTENTION_BIAS_KEY = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import hyperformer
-from hyperformer.train import RunError, code_identity, make_config, run_experiment, train
+from hyperformer.experiments import run_experiment
+from hyperformer.train import RunError, code_identity, make_config, train
 
 KNOBS = dict(tasks="rte", max_steps=2, eval_steps=2, max_eval_samples=8, method="hyperformer++")
 
@@ -34,7 +35,7 @@ def test_a_run_made_by_other_code_is_retrained_refused_or_reused_on_request(tmp_
 
 def _run_with(package_root:Path, runs:Path) -> bool:
     "Train-or-reuse the KNOBS run with the library found under `package_root`; whether it was reused."
-    script = ("import json, hyperformer; from hyperformer.train import run_experiment; "
+    script = ("import json, hyperformer; from hyperformer.experiments import run_experiment; "
               f"assert hyperformer.__file__.startswith({str(package_root)!r}), hyperformer.__file__; "
               f"print(json.dumps(run_experiment({str(runs)!r}, **{KNOBS!r})['reused']))")
     env = {**os.environ, "PYTHONPATH": str(package_root), "OMP_NUM_THREADS": "1"}
