@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 # tiny test models down a hundredfold. Benchmarks set their own thread count.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test check-sync pytest export clean-nbs lab demo bench docs clean
+.PHONY: install test check-sync pytest export clean-nbs lab demo bench docs outputs clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,11 @@ clean-nbs: install
 
 lab: install
 	$(BIN)/jupyter lab nbs
+
+# Re-run the library notebooks and the tour so they keep their (trimmed) outputs; commit the result.
+outputs: install
+	$(BIN)/python tools/execute_notebooks.py
+	$(BIN)/nbdev_clean
 
 # Every notebook as static HTML with an index page, under _docs/ (open _docs/index.html).
 docs: install

@@ -19,7 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .config import ADAPTER_METHODS, METHODS, SINGLE_TASK_METHODS, AdapterConfig, check_positive_int, positive_int_arg
+from .config import (ADAPTER_METHODS, METHODS, SINGLE_TASK_METHODS, AdapterConfig, check_choice, check_positive_int,
+                                positive_int_arg)
 from .model import T5_ARCHITECTURES, HyperFormerModel, architecture_name, base_config, build_base_model
 
 # %% auto #0
@@ -68,17 +69,16 @@ class BenchConfig:
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         architecture_name(self.model)  # clear error for an unknown shape
         for m in self.methods + self.mixed:
-            if m not in METHODS: raise ValueError(f"method {m!r} is not supported; choose from: {', '.join(METHODS)}")
+            check_choice("method", m, METHODS)
         for m in self.mixed:
             if m not in ADAPTER_METHODS or m in SINGLE_TASK_METHODS:
                 raise ValueError(f"mixed-task timing needs a multi-task adapter method, not {m!r}")
         if not self.methods and not self.generate: raise ValueError("nothing to measure: give methods or enable generate")
         for name in ("steps", "rounds", "batch_size", "source_length", "target_length", "n_tasks", "generate_repeats"):
             check_positive_int(name, getattr(self, name))
-        if not isinstance(self.warmup, int) or self.warmup < 0: raise ValueError(f"warmup={self.warmup!r} must be >= 0")
-        if self.generate_tokens is not None and self.generate_tokens < 1:
-            raise ValueError(f"generate_tokens={self.generate_tokens!r} must be a positive integer")
-        if self.threads is not None and self.threads < 1: raise ValueError(f"threads={self.threads!r} must be >= 1")
+        if self.warmup != 0: check_positive_int("warmup", self.warmup)
+        if self.generate_tokens is not None: check_positive_int("generate_tokens", self.generate_tokens)
+        if self.threads is not None: check_positive_int("threads", self.threads)
         if self.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer={self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.device not in (None, "cpu", "cuda"): raise ValueError(f"device={self.device!r}: use 'cpu' or 'cuda'")
         if self.device == "cuda" and not torch.cuda.is_available(): raise ValueError("device='cuda' but no CUDA device is available")

@@ -14,8 +14,8 @@ from transformers.activations import ACT2FN
 # %% auto #0
 __all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'STACK_HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES',
            'MAX_TASKS', 'MAX_SEED', 'ABLATIONS', 'check_choice', 'check_positive_int', 'positive_int_arg',
-           'check_positive_float', 'check_seed', 'field_type_error', 'check_field_types', 'AdapterConfig',
-           'ablation_config', 'atomic_write', 'atomic_write_text']
+           'check_task_count', 'check_positive_float', 'check_seed', 'field_type_error', 'check_field_types',
+           'AdapterConfig', 'ablation_config', 'atomic_write', 'atomic_write_text']
 
 # %% ../nbs/00_config.ipynb #a67a14af
 METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++", "hyperformer-shared-layers")
@@ -52,6 +52,13 @@ def positive_int_arg(text:str, maximum:int|None=None) -> int:
     if value < 1: raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     if maximum is not None and value > maximum: raise argparse.ArgumentTypeError(f"{value} is above the limit of {maximum:,}")
     return value
+
+def check_task_count(method:str, tasks:tuple) -> None:
+    "A single-task method (`adapters`: one model per task, as in the paper) takes exactly one task."
+    if method in SINGLE_TASK_METHODS and len(tasks) != 1:
+        raise ValueError(f"method={method!r} trains one task per model but tasks={tuple(tasks)}; "
+                         "use method='adapters-shared' for one multi-task model, or train one model per task")
+
 
 # %% ../nbs/00_config.ipynb #17159e25
 import math
@@ -152,9 +159,7 @@ class AdapterConfig:
         for task in self.tasks:
             if not isinstance(task, str) or not task or "." in task:
                 raise ValueError(f"task name {task!r} is invalid; use a non-empty string without '.'")
-        if self.method in SINGLE_TASK_METHODS and len(self.tasks) != 1:
-            raise ValueError(f"method='adapters' trains one task per model but tasks={self.tasks}; "
-                             "use method='adapters-shared' for one multi-task model, or build one model per task")
+        check_task_count(self.method, self.tasks)
         for name in ("reduction_factor", "task_embedding_dim", "hypernet_input_dim", "projector_hidden_dim"):
             check_positive_int(name, getattr(self, name))
         for name in ("init_std", "adapter_norm_eps", "hypernet_norm_eps"):

@@ -24,7 +24,7 @@ from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArgumen
 
 import hyperformer
 from .config import ABLATIONS, METHODS, AdapterConfig, atomic_write_text, check_choice, check_positive_int
-from .config import check_field_types, check_positive_float, check_seed
+from .config import check_field_types, check_positive_float, check_seed, check_task_count
 from .model import (HyperFormerModel, build_base_model, load_base_model, read_adapter_meta,
                                ADAPTER_WEIGHTS_NAME, add_cross_attention_bias, checkpoint_cross_attention_bias)
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
@@ -132,8 +132,7 @@ class ExperimentConfig:
         if not self.learning_rate > 0: raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0")
         if not 0 <= self.label_smoothing < 1: raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.n_train is not None and self.n_train < 1: raise ValueError(f"n_train={self.n_train!r} must be a positive integer or None")
-        if self.method == "adapters" and len(self.tasks) != 1:
-            raise ValueError(f"method='adapters' trains one task per run, got tasks={self.tasks}; run once per task or use adapters-shared")
+        check_task_count(self.method, self.tasks)
         if self.init_from is None and not set(self.eval_tasks) <= set(self.tasks):
             raise ValueError(f"eval_tasks {sorted(set(self.eval_tasks) - set(self.tasks))} are not training tasks {self.tasks}")
         _check_values(self)

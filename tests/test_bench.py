@@ -80,7 +80,7 @@ def test_bad_arguments_are_usage_errors(argv, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(methods=("lora",)), "method 'lora' is not supported"),
+    (dict(methods=("lora",)), "method='lora' is not supported"),
     (dict(steps=-1), "steps=-1 must be a positive integer"),
     (dict(mixed=("finetune",)), "multi-task adapter method"),
     (dict(model="t5-huge"), "unknown architecture"),
