@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AdapterConfig
-from .layers import (STACKS, AdapterBank, StackAdapterWeights, init_linear_, init_normal_, init_zeros_)
+from .layers import (AdapterBank, StackAdapterWeights, init_linear_, init_normal_, init_zeros_)
 
 # %% auto #0
 __all__ = ['ADAPTER_MODULES', 'TaskProjector', 'TaskEmbeddings', 'GeneratorBank', 'HyperFormerPPStack', 'PlainAdapters',

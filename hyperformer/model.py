@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import MT5Config, PreTrainedModel, T5Config, T5ForConditionalGeneration
@@ -416,6 +417,7 @@ class HyperFormerModel(nn.Module):
 HyperFormerModel.forward_signature = _forward_signature()
 
 # %% ../nbs/03_model.ipynb #0bbe5157
+@patch
 def _conditioning_for(self:HyperFormerModel, task_ids:Tensor|list[int]|None # (batch,) task index of every row
                      ) -> Conditioning|None:
     "The conditioning of `task_ids`, its adapter weights generated now from the current parameters (None: no adapters)."
@@ -438,6 +440,7 @@ def _conditioning_for(self:HyperFormerModel, task_ids:Tensor|list[int]|None # (b
         rows = None if len(task_indices) == 1 else inverse.to(self.adapters_device)
     return Conditioning(self.adapters(task_indices), rows, task_indices)
 
+@patch
 @contextmanager
 def _conditioned(self:HyperFormerModel, conditioning:Conditioning|None # what the hooks apply inside the block
                 ):
@@ -451,34 +454,36 @@ NO_CONDITIONING_MESSAGE = ("no task conditioning is active (the adapters apply o
                            "task_ids=...)), not model.base(...); for activation checkpointing enable it on the wrapper, "
                            "model.gradient_checkpointing_enable(), which carries the conditioning into the recompute")
 
+@patch
 def _adapt(self:HyperFormerModel, stack:str, site:int, hidden:Tensor) -> Tensor:
     "Called by the hooks: the adapted sub-layer output."
     c = self._conditioning
     if c is None: raise RuntimeError(NO_CONDITIONING_MESSAGE)
     return apply_site_adapter(hidden, c.sites[stack][site], c.rows, self.activation, self.adapter_config.adapter_norm_eps)
 
-HyperFormerModel._conditioning_for, HyperFormerModel._conditioned, HyperFormerModel._adapt = _conditioning_for, _conditioned, _adapt
-HyperFormerModel.adapters_device = property(lambda self: next(self.adapters.parameters()).device)
+@patch(as_prop=True)
+def adapters_device(self:HyperFormerModel) -> torch.device: return next(self.adapters.parameters()).device
 
 # %% ../nbs/03_model.ipynb #5af7621c
-def _forward(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
+@patch
+def forward(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
     "T5's forward, conditioned on `task_ids` (shape (batch,)) for this call only."
     with self._conditioned(self._conditioning_for(task_ids)):
         if self.heads is not None: return self._head_forward(*args, task_ids=task_ids, **kwargs)
         return self.base(*args, **kwargs)
-_forward.__signature__ = HyperFormerModel.forward_signature
-HyperFormerModel.forward = _forward
+HyperFormerModel.forward.__signature__ = HyperFormerModel.forward_signature  # what Trainer and generate inspect
 
-def _generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
+@patch
+def generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
     "`base.generate` with the adapter weights of `task_ids` built once for the whole call (every decoding step uses them)."
     if self.heads is not None: raise TypeError(f"a {self.family.name} encoder does not generate: call the model and read each task's head (logits)")
     with torch.no_grad(): conditioning = self._conditioning_for(task_ids)
     with self._conditioned(conditioning): return self.base.generate(*args, **kwargs)
-HyperFormerModel.generate = _generate
 
 # %% ../nbs/03_model.ipynb #9e644178
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+@patch
 def _head_forward(self:HyperFormerModel, input_ids:Tensor|None=None, attention_mask:Tensor|None=None,
                   token_type_ids:Tensor|None=None, labels:Tensor|None=None, *, task_ids:Tensor|None=None, **kwargs):
     "An encoder's forward: hooked encoder, first token, the row's task head (conditioning already set)."
@@ -489,15 +494,16 @@ def _head_forward(self:HyperFormerModel, input_ids:Tensor|None=None, attention_m
     loss = None if labels is None else self.heads.loss(logits, labels, task_ids)
     return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=getattr(out, "hidden_states", None),
                                     attentions=getattr(out, "attentions", None))
-HyperFormerModel._head_forward = _head_forward
 
 
 # %% ../nbs/03_model.ipynb #a745c0dd
+@patch
 def _checkpoint_contexts(self:HyperFormerModel):
     "`context_fn` of `torch.utils.checkpoint`: nothing extra in the forward; the recompute runs in the forward's conditioning."
     return nullcontext(), self._conditioned(self._conditioning)
 
-def _activation_checkpointing_enable(self:HyperFormerModel, activation_checkpointing_kwargs:dict|None=None, # for torch.utils.checkpoint
+@patch
+def activation_checkpointing_enable(self:HyperFormerModel, activation_checkpointing_kwargs:dict|None=None, # for torch.utils.checkpoint
                                      **kwargs, # every_n_layers, offload, ... (passed to the base model's method)
                                     ) -> None:
     "Enable activation checkpointing on the base model, with the recompute conditioned like the original forward."
@@ -511,13 +517,11 @@ def _activation_checkpointing_enable(self:HyperFormerModel, activation_checkpoin
         self.base.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt, **kwargs)
     else: self.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt, **kwargs)
 
-def _gradient_checkpointing_enable(self:HyperFormerModel, gradient_checkpointing_kwargs:dict|None=None, **kwargs) -> None:
+@patch
+def gradient_checkpointing_enable(self:HyperFormerModel, gradient_checkpointing_kwargs:dict|None=None, **kwargs) -> None:
     "Alias of `activation_checkpointing_enable` (the name older code and the HF Trainer of transformers < 5 use)."
     self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
 
-HyperFormerModel._checkpoint_contexts = _checkpoint_contexts
-HyperFormerModel.activation_checkpointing_enable = _activation_checkpointing_enable
-HyperFormerModel.gradient_checkpointing_enable = _gradient_checkpointing_enable
 
 # %% ../nbs/03_model.ipynb #3cdf4d23
 from transformers.models.t5.modeling_t5 import T5Attention
@@ -651,12 +655,14 @@ def weights_fingerprint(named_tensors:dict[str, Tensor], # tensors by name (any 
             h.update(picked.float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
-def _base_weights_fingerprint(self:HyperFormerModel) -> dict:
+@patch
+def base_weights_fingerprint(self:HyperFormerModel) -> dict:
     "The fingerprint of every frozen parameter: the weights an adapter file does not hold but depends on."
     frozen = {n: p for n, p in self.named_parameters() if not p.requires_grad}
     return {"sha256": weights_fingerprint(frozen), "tensors": len(frozen),
             "scheme": f"sha256 of name, shape and {FINGERPRINT_SAMPLES} strided float32 values of each frozen tensor"}
 
+@patch
 def _check_base_weights(self:HyperFormerModel, meta:dict, # the adapter's adapter_config.json
                         directory:str|Path, # the adapter folder (named in the message)
                         allow_other_base:bool=False, # load onto other base weights anyway
@@ -678,7 +684,6 @@ def _check_base_weights(self:HyperFormerModel, meta:dict, # the adapter's adapte
                           f"same shapes, other values). Load the base it was trained on ({name!r}; for a random base, "
                           "the same seed), or pass allow_other_base=True to load it anyway (e.g. the same weights in another precision)")
 
-HyperFormerModel.base_weights_fingerprint, HyperFormerModel._check_base_weights = _base_weights_fingerprint, _check_base_weights
 
 # %% ../nbs/03_model.ipynb #3e6d1378
 ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME = "adapter_model.safetensors", "adapter_config.json"
@@ -689,11 +694,13 @@ def base_fingerprint(config) -> dict:
     "The shape-defining fields of a base model config."
     return {k: getattr(config, k, None) for k in backbone_family(config).fingerprint_keys}
 
+@patch
 def _trainable_state(self:HyperFormerModel) -> dict[str, Tensor]:
     "The trainable parameters by name (tied parameters appear once)."
     return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
-def _save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write into (created if needed)
+@patch
+def save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write into (created if needed)
                   base_name_or_path:str|None=None, # recorded base model id; default: the base config's name_or_path
                  ) -> Path:
     "Write the trainable parameters and the adapter/base description to `directory`."
@@ -738,7 +745,8 @@ def _check_base(meta:dict, config, directory) -> None:
         raise ValueError(f"the adapter in {directory} was trained on base {saved.get('name_or_path')!r}, which differs "
                          f"from the given base model ({detail}); load {saved.get('name_or_path')!r} as the base")
 
-def _load_adapter(self:HyperFormerModel, directory:str|Path, # a folder written by `save_adapter`
+@patch
+def load_adapter(self:HyperFormerModel, directory:str|Path, # a folder written by `save_adapter`
                   allow_other_base:bool=False, # load even when this model's base weights differ from the adapter's
                  ) -> HyperFormerModel:
     "Load a saved adapter into this model; method, tasks, sizes and base (shape and weights) must match."
@@ -760,8 +768,8 @@ def _load_adapter(self:HyperFormerModel, directory:str|Path, # a folder written 
             p.copy_(state[name])
     return self
 
-@classmethod
-def _from_pretrained(cls, directory:str|Path, # a folder written by `save_adapter`
+@patch(cls_method=True)
+def from_pretrained(cls:HyperFormerModel, directory:str|Path, # a folder written by `save_adapter`
                      base:PreTrainedModel, # the base model the adapter was trained on (freshly loaded)
                      allow_other_base:bool=False, # load even when `base`'s weights differ from the adapter's
                     ) -> HyperFormerModel:
@@ -770,11 +778,10 @@ def _from_pretrained(cls, directory:str|Path, # a folder written by `save_adapte
     _check_base(meta, base.config, directory)
     return cls(base, AdapterConfig.from_dict(meta["adapter_config"]), num_labels=meta.get("task_heads")).load_adapter(directory, allow_other_base)
 
-HyperFormerModel._trainable_state, HyperFormerModel.save_adapter, HyperFormerModel.load_adapter = _trainable_state, _save_adapter, _load_adapter
-HyperFormerModel.from_pretrained = _from_pretrained
 
 # %% ../nbs/03_model.ipynb #74a0c62c
-def _base_without_adapters(self:HyperFormerModel, copy_base:bool=True # False: detach from this model's own base for good
+@patch
+def base_without_adapters(self:HyperFormerModel, copy_base:bool=True # False: detach from this model's own base for good
                           ) -> PreTrainedModel:
     "The stock base model with no hooks: a deep copy (default), or this model's own base with the hooks removed."
     self._detach_hooks()
@@ -783,8 +790,9 @@ def _base_without_adapters(self:HyperFormerModel, copy_base:bool=True # False: d
     finally:
         if self.adapters is not None: self._attach_hooks()
 
+@patch
 @torch.no_grad()
-def _export_static_adapter(self:HyperFormerModel, task:str|int, # the task (name or index) to export
+def export_static_adapter(self:HyperFormerModel, task:str|int, # the task (name or index) to export
                           ) -> HyperFormerModel:
     "A single-task `adapters` model whose plain adapter weights are this model's generated ones for `task`."
     index = task if isinstance(task, int) else self.adapter_config.task_id(task)
@@ -800,7 +808,6 @@ def _export_static_adapter(self:HyperFormerModel, task:str|int, # the task (name
             bank.norm_weight.copy_(w.norm_weight[0]); bank.norm_bias.copy_(w.norm_bias[0])
     return static.train(self.training)
 
-HyperFormerModel.base_without_adapters, HyperFormerModel.export_static_adapter = _base_without_adapters, _export_static_adapter
 
 # %% ../nbs/03_model.ipynb #1dd71b73
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import datasets
 import torch
 import torch.nn.functional as F
 from datasets import concatenate_datasets
+from fastcore.basics import patch
 from torch.utils.data import DataLoader
 from transformers import PrinterCallback, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
@@ -739,6 +740,7 @@ def interrupt_deferred():
     finally: signal.signal(signal.SIGINT, previous)
     if caught: raise KeyboardInterrupt
 
+@patch
 def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:
     "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning; Ctrl-C waits for the end."
     folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
@@ -751,7 +753,6 @@ def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:
             write_checkpoint_manifest(folder, self.args.world_size)
             prune_checkpoints(self.run_dir, folder)
 
-HyperFormerTrainer._save_checkpoint = _save_checkpoint
 
 class _FaultCallback(TrainerCallback):
     "Calls `_fault` after each optimiser step and each evaluation (only added when HYPERFORMER_FAULT is set)."
@@ -970,13 +971,13 @@ class Transformers351AdamW(torch.optim.Optimizer):
                 if group["weight_decay"] > 0: p.add_(p, alpha=-lr * group["weight_decay"])
         return loss
 
-def _create_optimizer(self:HyperFormerTrainer, model=None):
+@patch
+def create_optimizer(self:HyperFormerTrainer, model=None):
     "The Trainer's optimiser, or `Transformers351AdamW` for `optimizer='adamw-3.5.1'` (same parameter groups)."
     if self.optimizer is None and self.optimizer_cls_and_kwargs is None and self.experiment.optimizer == "adamw-3.5.1":
         a = self.args
         self.optimizer_cls_and_kwargs = (Transformers351AdamW, dict(lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2), eps=a.adam_epsilon))
     return Seq2SeqTrainer.create_optimizer(self, model)
-HyperFormerTrainer.create_optimizer = _create_optimizer
 
 # %% ../nbs/07_train.ipynb #a23f83d9
 def train(config:ExperimentConfig, # the resolved experiment
