@@ -2,7 +2,7 @@
 
 Usage: python tools/execute_notebooks.py [NOTEBOOK ...]   (default: the library notebooks 00-12 and index.ipynb; `make outputs`)
 
-Cells tagged slow/gpu are skipped, as nbdev's test runner does. Only what a reader needs is kept: stdout, results and
+Cells tagged slow/gpu/notest or `eval: false` are skipped, as nbdev's test runner does. Only what a reader needs is kept: stdout, results and
 figures; stderr (progress bars, warnings) is dropped and a text output is cut to its first 4,000 characters. Each
 notebook is written atomically after it ran without error; run `nbdev_clean` afterwards (`make outputs` does).
 """
@@ -26,8 +26,9 @@ def library_notebooks() -> list[Path]:
 
 
 def _skipped(cell) -> bool:
-    first = cell.source.lstrip().splitlines()[:3]
-    return any(line.strip() in (f"#| {flag}", f"#|{flag}") for line in first for flag in SKIP_FLAGS)
+    "Cells nbdev's test runner skips: tagged slow/gpu/notest, or `#| eval: false` (e.g. the `__main__` guard)."
+    first = [line.strip().replace("#|", "#| ").replace("#|  ", "#| ") for line in cell.source.lstrip().splitlines()[:3]]
+    return any(line in [f"#| {flag}" for flag in SKIP_FLAGS] + ["#| eval: false"] for line in first)
 
 
 def _trim(outputs: list) -> list:
