@@ -24,20 +24,20 @@ from transformers import MT5Config, PreTrainedModel, T5Config, T5ForConditionalG
 from transformers.activations import ACT2FN
 
 import hyperformer
-from .config import AdapterConfig, atomic_write, atomic_write_text, check_positive_int
+from .config import AdapterConfig, atomic_write, atomic_write_text, check_choice, check_positive_int
 from .config import MAX_TASKS
 from .layers import FFN, SELF_ATTENTION, STACKS, StackAdapterWeights, apply_site_adapter, init_linear_, site_index, split_sites
 from .hypernet import build_adapters
 
 # %% auto #0
 __all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'MINILM_PACKAGE', 'MINILM_PIP', 'PACKAGED_MODELS', 'T5_FINGERPRINT_KEYS',
-           'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'NO_CONDITIONING_MESSAGE',
+           'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'HEAD_POOLINGS', 'NO_CONDITIONING_MESSAGE',
            'CROSS_ATTENTION_BIAS_KEY', 'RELEASED_MAX_DISTANCE', 'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME',
            'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
            'encoder_config', 'minilm_path', 'resolve_model_path', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
            'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites', 'encoder_layer_norm_parameters',
-           'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead', 'TaskHeads', 'build_task_heads',
-           'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
+           'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead', 'TaskHeads', 'declared_pooling',
+           'build_task_heads', 'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
            'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state',
            'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount',
            'paper_formula', 'count_parameters', 'parameter_report']
@@ -284,8 +284,11 @@ class TaskHeads(nn.Module):
                  d_model:int, # hidden size h
                  dropout:float=0.1, # dropout before dense and out (the backbone's hidden dropout)
                  init_std:float=0.02, # std of the weights (the backbone's initializer_range)
+                 pooling:str="cls", # the sentence vector the heads read: "cls" (first token) | "mean" (masked mean of the tokens)
                 ):
         super().__init__()
+        check_choice("pooling", pooling, HEAD_POOLINGS)
+        self.pooling = pooling
         missing = [t for t in tasks if t not in num_labels]
         if missing: raise ValueError(f"num_labels has no entry for task(s) {missing}; give the number of labels of every task (1 for regression)")
         bad = {t: n for t, n in num_labels.items() if not isinstance(n, int) or n < 1}
@@ -293,7 +296,16 @@ class TaskHeads(nn.Module):
         self.task_names, self.num_labels = tuple(tasks), {t: int(num_labels[t]) for t in tasks}
         self.tasks = nn.ModuleDict({t: TaskHead(d_model, self.num_labels[t], dropout, init_std) for t in tasks})
 
-    def forward(self, first:Tensor, # (B, h) first-token states
+    def pool(self, hidden:Tensor, # (B, L, h) the encoder's last hidden states
+             attention_mask:Tensor|None, # (B, L) 1 for real tokens; None: every token is real
+            ) -> Tensor:
+        "(B, h) sentence vectors: the first token's state, or the mean over real tokens."
+        if self.pooling == "cls": return hidden[:, 0]
+        mask = torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None else attention_mask
+        mask = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, first:Tensor, # (B, h) pooled sentence vectors (`pool`)
                 task_ids:Tensor|None, # (B,) task index per row; None: every row is task 0 (single-task model)
                ) -> Tensor:
         "(B, max labels) logits; a row's columns beyond its task's labels are -inf."
@@ -325,6 +337,15 @@ class TaskHeads(nn.Module):
             else: losses[rows] = F.cross_entropy(logits[rows, :n].float(), labels[rows].long(), label_smoothing=label_smoothing, reduction="none")
         return losses.sum() if reduction == "sum" else losses.mean()
 
+HEAD_POOLINGS = ("cls", "mean")
+
+def declared_pooling(config) -> str:
+    "The pooling a model folder declares (sentence-transformers' `1_Pooling/config.json`: mean for all-MiniLM-L6-v2), else cls."
+    folder = Path(str(getattr(config, "_name_or_path", "") or getattr(config, "name_or_path", "") or ""))
+    try: declared = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, ValueError): return "cls"
+    return "mean" if declared.get("pooling_mode_mean_tokens") and not declared.get("pooling_mode_cls_token") else "cls"
+
 def build_task_heads(family:BackboneFamily, config, # the backbone's family and config
                      tasks:tuple[str, ...], num_labels:dict[str, int]|None) -> TaskHeads|None:
     "The heads of an encoder family (None for a text-to-text family)."
@@ -335,7 +356,7 @@ def build_task_heads(family:BackboneFamily, config, # the backbone's family and 
         raise ValueError(f"a {family.name} encoder needs num_labels={{task: n}} for its task heads (1 for regression), "
                          "e.g. hyperformer.data.head_num_labels(tasks)")
     return TaskHeads(tasks, num_labels, family.d_model(config), getattr(config, "hidden_dropout_prob", 0.1),
-                     getattr(config, "initializer_range", 0.02))
+                     getattr(config, "initializer_range", 0.02), declared_pooling(config))
 
 
 # %% ../nbs/03_model.ipynb #d83effe8
@@ -486,11 +507,11 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 @patch
 def _head_forward(self:HyperFormerModel, input_ids:Tensor|None=None, attention_mask:Tensor|None=None,
                   token_type_ids:Tensor|None=None, labels:Tensor|None=None, *, task_ids:Tensor|None=None, **kwargs):
-    "An encoder's forward: hooked encoder, first token, the row's task head (conditioning already set)."
+    "An encoder's forward: hooked encoder, pooled sentence vector, the row's task head (conditioning already set)."
     if token_type_ids is not None: kwargs["token_type_ids"] = token_type_ids
     out = self.base(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     task_ids = None if task_ids is None else torch.as_tensor(task_ids, device=out[0].device)
-    logits = self.heads(out[0][:, 0], task_ids)
+    logits = self.heads(self.heads.pool(out[0], attention_mask), task_ids)
     loss = None if labels is None else self.heads.loss(logits, labels, task_ids)
     return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=getattr(out, "hidden_states", None),
                                     attentions=getattr(out, "attentions", None))
