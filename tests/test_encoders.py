@@ -2,11 +2,8 @@
 method trains with task heads and reproduces its test metrics, mixed-task batches, SIGKILL + resume bit-identical,
 few-shot head copies, a local model folder, torchrun DDP, and the CLI's parameter report."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,15 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from hyperformer.model import ADAPTER_WEIGHTS_NAME, build_base_model
-from hyperformer.train import build_model, build_tokenizer, evaluate_run, latest_checkpoint, make_config, read_jsonl, train
+from hyperformer.train import build_model, build_tokenizer, evaluate_run, make_config, read_jsonl, train
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-CLI = [str(Path(sys.executable).with_name("hyperformer"))]
-QUICK = dict(tasks="rte,cola,stsb", max_steps=20, eval_steps=10, max_eval_samples=24)
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=ENV, timeout=timeout)
+from helpers import ENV, QUICK, cli, kill_after_evaluations
 
 
 @pytest.mark.parametrize("arch,method,sampling", [
@@ -56,13 +47,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     whole = cli(*args, "--output-dir", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(CLI + args + ["--output-dir", str(run)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_jsonl(run / "metrics.jsonl")) >= 2 and latest_checkpoint(run) is not None: break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL); proc.wait()
+    kill_after_evaluations(args, run)
     resumed = cli(*args, "--output-dir", str(run), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _checkpoint(tmp_path / "whole", 40), _checkpoint(run, 40)

@@ -4,7 +4,6 @@ by the `reference` profile and off elsewhere. CPU, offline, tiny models and ship
 import contextlib
 import io
 import json
-import warnings
 
 import pytest
 import torch
@@ -14,8 +13,8 @@ from transformers import TrainerCallback
 from hyperformer.cli import build_parser, config_from_args, main
 from hyperformer.data import Seq2SeqCollator, generation_length
 from hyperformer.model import (ADAPTER_WEIGHTS_NAME, CROSS_ATTENTION_BIAS_KEY, build_base_model, parameter_report)
-from hyperformer.train import (HyperFormerTrainer, Transformers351AdamW, build_datasets, build_model, build_tokenizer,
-                               evaluate_run, latest_checkpoint, make_config, read_jsonl, train, _training_arguments)
+from hyperformer.train import (Transformers351AdamW, build_datasets, build_model, build_tokenizer, evaluate_run, latest_checkpoint,
+                               make_config, train)
 
 QUICK = dict(tasks="rte,cola,stsb", max_steps=20, eval_steps=10, max_eval_samples=24)
 # the reference profile on the smoke machinery: tiny random T5, byte tokenizer, shipped samples
@@ -23,15 +22,7 @@ REFERENCE_TINY = dict(model="t5-tiny", pretrained=False, tokenizer="byt5", data_
                       learning_rate=1e-3, warmup_steps=2, max_target_length=16, **QUICK)
 
 
-def _trainer(config):
-    tok = build_tokenizer(config)
-    model = build_model(config, tok)
-    data = build_datasets(config, tok)
-    from datasets import concatenate_datasets
-    sets = [data[t]["train"] for t in config.tasks]
-    return HyperFormerTrainer(model=model, args=_training_arguments(config, False), train_dataset=concatenate_datasets(sets),
-                              eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tok),
-                              experiment=config, tokenizer=tok, eval_sets=data, train_sizes=[len(s) for s in sets]), data, tok
+from helpers import smoke_trainer as _trainer
 
 
 # 1. the released default HyperFormer

@@ -1,11 +1,8 @@
 """Training engine acceptance: every method on the smoke profile, eval reproduction, SIGKILL + resume, optimizer set,
 unsampled tasks, few-shot transfer, and clear errors. CPU, offline, shipped samples."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,17 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from hyperformer.model import ADAPTER_WEIGHTS_NAME
-from hyperformer.train import (HyperFormerTrainer, RunError, build_datasets, build_model, build_tokenizer, evaluate_run,
-                               latest_checkpoint, make_config, read_jsonl, train, _training_arguments)
+from hyperformer.train import RunError, build_model, build_tokenizer, evaluate_run, latest_checkpoint, make_config, read_jsonl, train
 from hyperformer.data import Seq2SeqCollator
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-CLI = [str(Path(sys.executable).with_name("hyperformer"))]
-QUICK = dict(tasks="rte,cola,stsb", max_steps=20, eval_steps=10, max_eval_samples=24)
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=ENV, timeout=timeout)
+from helpers import ENV, QUICK, cli, kill_after_evaluations, smoke_trainer as _trainer
 
 
 @pytest.mark.parametrize("method", ["finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++"])
@@ -68,13 +58,7 @@ def test_sigkill_after_second_evaluation_then_resume_matches_uninterrupted(tmp_p
     whole = cli(*args, "--output-dir", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(CLI + args + ["--output-dir", str(run)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(read_jsonl(run / "metrics.jsonl")) >= 2 and latest_checkpoint(run) is not None: break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL); proc.wait()
+    kill_after_evaluations(args, run)
     assert not (run / "result.json").exists()
     refused = cli(*args, "--output-dir", str(run))
     assert refused.returncode == 2 and "--resume" in refused.stderr
@@ -93,15 +77,6 @@ def test_sigkill_after_second_evaluation_then_resume_matches_uninterrupted(tmp_p
     assert json.loads((run / "test_metrics.json").read_text()) == json.loads((tmp_path / "whole" / "test_metrics.json").read_text())
 
 
-def _trainer(config):
-    tok = build_tokenizer(config)
-    model = build_model(config, tok)
-    data = build_datasets(config, tok)
-    from datasets import concatenate_datasets
-    sets = [data[t]["train"] for t in config.tasks]
-    return HyperFormerTrainer(model=model, args=_training_arguments(config, False), train_dataset=concatenate_datasets(sets),
-                              eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tok),
-                              experiment=config, tokenizer=tok, eval_sets=data, train_sizes=[len(s) for s in sets]), data, tok
 
 
 @pytest.mark.parametrize("method", ["adapters-shared", "hyperformer++"])
