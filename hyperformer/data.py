@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from .config import check_choice, check_positive_float, check_positive_int
 from .tasks import TREC_FINE, TaskSpec, check_protocol, check_stsb_score, get_task
 
 # %% auto #0
@@ -297,7 +298,7 @@ SAMPLE_SPLITS = ("train", "validation", "test")
 
 def sample_path(task:str|TaskSpec, split:str) -> Path:
     "Path of the shipped sample file of `task`/`split`."
-    if split not in SAMPLE_SPLITS: raise ValueError(f"Sample split must be one of {SAMPLE_SPLITS}, got {split!r}.")
+    check_choice("split", split, SAMPLE_SPLITS)
     return Path(str(resources.files("hyperformer") / "assets" / "samples" / get_task(task).name / f"{split}.jsonl"))
 
 
@@ -365,7 +366,7 @@ def subsample(ds:datasets.Dataset, # dataset to draw from
              ) -> datasets.Dataset:
     "`k` rows of `ds` drawn reproducibly from `seed`."
     if k is None or k == -1: return ds
-    if k <= 0: raise ValueError(f"k must be positive (or None for all rows), got {k}.")
+    check_positive_int("k", k)  # None (all rows) is handled by the caller
     if k > len(ds):
         warnings.warn(f"Asked for {k} rows but the dataset has {len(ds)}; using all {len(ds)}.")
         k = len(ds)
@@ -398,8 +399,7 @@ def load_splits(task:str|TaskSpec, # task name or spec
                ) -> dict[str, datasets.Dataset]:
     "`{'train', 'validation', 'test'}` datasets of `task` under `protocol`."
     task, protocol = get_task(task), check_protocol(protocol)
-    if source not in ("auto", "hub", "local", "sample"):
-        raise ValueError(f"source must be 'auto', 'hub', 'local' or 'sample', got {source!r}.")
+    check_choice("source", source, ("auto", "hub", "local", "sample"))
     if source == "sample":
         out = {s: load_sample(task, s) for s in SAMPLE_SPLITS}
         out["train"] = subsample(out["train"], n_train, data_seed, stratified, task.label_column)
@@ -560,7 +560,7 @@ def temperature_probabilities(sizes:Sequence[int], # training-set size of each t
     "p_τ ∝ (N_τ / Σ N)^(1/T), normalised."
     sizes = np.asarray(sizes, dtype=np.float64)
     if (sizes <= 0).any(): raise ValueError(f"Every task needs at least one training row, got sizes {sizes.tolist()}.")
-    if temperature <= 0: raise ValueError(f"temperature must be > 0, got {temperature}.")
+    check_positive_float("temperature", temperature)
     p = (sizes / sizes.sum()) ** (1.0 / temperature)
     return p / p.sum()
 
@@ -574,7 +574,7 @@ class TemperatureSampler(Sampler):
                  mixed:bool=False, # False: one task per batch (reference); True: one task draw per example
                  num_batches:int|None=None, # batches per epoch (default ceil(sum(sizes) / batch_size))
                 ):
-        if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        check_positive_int("batch_size", batch_size)
         self.sizes = [int(s) for s in sizes]
         self.probabilities = temperature_probabilities(self.sizes, temperature)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
