@@ -155,12 +155,13 @@ class HyperFormerAdapters(nn.Module):
         return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
 
 class HyperFormerPPAdapters(nn.Module):
-    "HyperFormer++: task vectors shared by both stacks, one shared hypernetwork per stack."
+    "HyperFormer++: task vectors shared by both stacks, one shared hypernetwork per stack (`stack_module`)."
+    stack_module = HyperFormerPPStack  # the hypernetwork of one stack; subclasses swap it
     def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
         super().__init__()
         self.task_embeddings = TaskEmbeddings(config, project=False)
-        self.stacks = tuple(n_layers)
-        for s in self.stacks: setattr(self, s, HyperFormerPPStack(config, n_layers[s], d_model))
+        self.stacks = tuple(n_layers)  # ("encoder", "decoder"), or ("encoder",) for an encoder-only backbone
+        for s in self.stacks: setattr(self, s, self.stack_module(config, n_layers[s], d_model))
     def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
         z = self.task_embeddings(task_indices)
         return {s: getattr(self, s)(z) for s in self.stacks}
@@ -211,17 +212,8 @@ class SharedLayersStack(nn.Module):
         if not g.conditional: w.norm_weight, w.norm_bias = g.norm_weight[None, site:site + 1], g.norm_bias[None, site:site + 1]
         return w
 
-class HyperFormerSharedLayersAdapters(nn.Module):
+class HyperFormerSharedLayersAdapters(HyperFormerPPAdapters):
     "The released default HyperFormer: task vectors shared by both stacks, a `SharedLayersStack` per stack."
-    def __init__(self, config:AdapterConfig, n_layers:dict[str, int], d_model:int):
-        super().__init__()
-        self.task_embeddings = TaskEmbeddings(config, project=False)
-        self.stacks = tuple(n_layers)  # ("encoder", "decoder"), or ("encoder",) for an encoder-only backbone
-        for s in self.stacks: setattr(self, s, SharedLayersStack(config, n_layers[s], d_model))
-    def forward(self, task_indices:list[int]) -> dict[str, StackAdapterWeights]:
-        z = self.task_embeddings(task_indices)
-        return {s: getattr(self, s)(z) for s in self.stacks}
-    def generate_site(self, task_indices:list[int], stack:str, site:int) -> StackAdapterWeights:
-        return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
+    stack_module = SharedLayersStack
 
 ADAPTER_MODULES["hyperformer-shared-layers"] = HyperFormerSharedLayersAdapters
