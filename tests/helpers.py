@@ -41,3 +41,19 @@ def smoke_trainer(config):
     return HyperFormerTrainer(model=model, args=_training_arguments(config, False), train_dataset=concatenate_datasets(sets),
                               eval_dataset={t: data[t]["validation"] for t in config.eval_tasks}, data_collator=Seq2SeqCollator(tok),
                               experiment=config, tokenizer=tok, eval_sets=data, train_sizes=[len(s) for s in sets]), data, tok
+
+
+def unsampled_task_moves(trainer, data, tok, unsampled:str="cola", sampled:str="rte") -> bool:
+    "Step on `unsampled`'s batch, then on `sampled`'s: does `unsampled`'s task embedding move in the second step?"
+    import torch
+    model, collate = trainer.model, Seq2SeqCollator(tok)
+    trainer.create_optimizer()
+    embedding = model.adapters.task_embeddings.embeddings[unsampled]
+    for task in [unsampled, sampled]:
+        batch = collate([data[task]["train"][i] for i in range(8)])
+        model.train(); model.zero_grad(set_to_none=True)
+        trainer.compute_loss(model, dict(batch)).backward()
+        trainer._zero_fill_unused_grads(model)
+        before = embedding.detach().clone()
+        trainer.optimizer.step()
+    return not torch.equal(before, embedding.detach())

@@ -232,6 +232,6 @@ def test_run_files_follow_the_umask(tmp_path):
     try:
         atomic_write_text(tmp_path / "a.json", "{}")
         atomic_write(tmp_path / "w.safetensors", lambda tmp: save_file({"x": torch.zeros(1)}, tmp))
-        with RunLock(tmp_path / "run") as lock: mode = os.stat(tmp_path / "run" / RUN_LOCK).st_mode & 0o777
+        with RunLock(tmp_path / "run"): mode = os.stat(tmp_path / "run" / RUN_LOCK).st_mode & 0o777
     finally: os.umask(old)
     assert [(tmp_path / n).stat().st_mode & 0o777 for n in ("a.json", "w.safetensors")] == [0o644, 0o644] and mode == 0o644
