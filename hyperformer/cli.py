@@ -63,7 +63,7 @@ def _flag_type(annotation) -> tuple[str, type|None]:
 def add_train_parser(subparsers) -> None:
     "Register `train`, one flag per ExperimentConfig field."
     p = subparsers.add_parser("train", help="train, select the best checkpoint on validation, evaluate it on test")
-    p.add_argument("--profile", default=None, choices=tuple(PROFILES), help="defaults: smoke (CPU, offline), paper, reference")
+    p.add_argument("--profile", default=None, choices=tuple(PROFILES), help="defaults: smoke (tiny random T5, shipped samples), paper, reference (t5-base), cpu (pretrained MiniLM, real data)")
     p.add_argument("--config", default=None, help="JSON file with ExperimentConfig fields (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run in --output-dir")
     p.add_argument("--overwrite", action="store_true", help="replace whatever --output-dir holds")
@@ -177,7 +177,10 @@ def document_train_flags(train_parser:argparse.ArgumentParser, # the `train` sub
         doc = (docs[action.dest] or "").replace("%", "%%")
         if action.dest in ("tasks", "eval_tasks"): doc += f" (comma-separated; GLUE: {','.join(GLUE_TASKS)}; few-shot: {','.join(FEW_SHOT_TASKS)})"
         default = defaults.get(action.dest)
-        action.help = f"{doc} [{profile} default: {_shown_default(tuple(default) if isinstance(default, list) else default)}]"
+        shown = _shown_default(tuple(default) if isinstance(default, list) else default)
+        per_method = PROFILES[profile].get(action.dest)
+        if isinstance(per_method, dict): shown = "per method: " + ", ".join(f"{m} {v:g}" for m, v in per_method.items())
+        action.help = f"{doc} [{profile} default: {shown}]"
 
 # %% ../nbs/10_cli.ipynb #112520b0
 def default_threads(cores:int|None=None, # usable cores (None: this process's CPU affinity)

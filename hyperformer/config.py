@@ -23,7 +23,7 @@ ADAPTER_METHODS = METHODS[1:]
 HYPERNET_METHODS = ("hyperformer", "hyperformer++", "hyperformer-shared-layers")
 STACK_HYPERNET_METHODS = ("hyperformer++", "hyperformer-shared-layers")  # one projector (+ layer norm) per stack, z of size t
 SINGLE_TASK_METHODS = ("adapters",)  # one model per task, as in the paper
-INIT_REGIMES = ("faithful", "gamma-offset", "identity")
+INIT_REGIMES = ("faithful", "gamma-offset", "identity", "zero-scale")
 MAX_TASKS = 10_000  # tasks of one model; far above any experiment, low enough to count parameters in seconds
 
 # %% ../nbs/00_config.ipynb #f0e6897e

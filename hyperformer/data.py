@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -22,10 +23,19 @@ from .config import check_choice, check_positive_float, check_positive_int
 from .tasks import TREC_FINE, TaskSpec, check_protocol, check_stsb_score, get_task
 
 # %% auto #0
-__all__ = ['FIELD_SIZE_LIMIT', 'SAMPLE_SPLITS', 'DataUnavailableError', 'MalformedRowError', 'task_features', 'local_file',
-           'read_local', 'load_task_split', 'sample_path', 'load_sample', 'split_indices', 'subsample', 'load_splits',
-           'preprocess', 'Seq2SeqCollator', 'generation_length', 'head_labels', 'head_num_labels', 'encode_task',
-           'EncoderCollator', 'temperature_probabilities', 'TemperatureSampler']
+__all__ = ['FIELD_SIZE_LIMIT', 'SAMPLE_SPLITS', 'shared_data_dir', 'DataUnavailableError', 'MalformedRowError', 'task_features',
+           'local_file', 'read_local', 'load_task_split', 'sample_path', 'load_sample', 'split_indices', 'subsample',
+           'load_splits', 'preprocess', 'Seq2SeqCollator', 'generation_length', 'head_labels', 'head_num_labels',
+           'encode_task', 'EncoderCollator', 'temperature_probabilities', 'TemperatureSampler']
+
+# %% ../nbs/05_data.ipynb #7a3a72a8
+def shared_data_dir() -> Path|None:
+    "The folder of real raw task files beside the checkout (`../shared/data`, or `$HYPERFORMER_SHARED_DATA`), or None."
+    env = os.environ.get("HYPERFORMER_SHARED_DATA")
+    here = Path.cwd()
+    candidates = [Path(env)] if env else [p / "shared" / "data" for p in (here.parent.parent, here.parent)]
+    return next((p for p in candidates if (p / "PROVENANCE.md").exists()), None)
+
 
 # %% ../nbs/05_data.ipynb #75f2dd2e
 class DataUnavailableError(RuntimeError):
@@ -110,8 +120,23 @@ def _label_id(task:TaskSpec, value) -> int:
     return i
 
 # %% ../nbs/05_data.ipynb #15a98414
+def _read_glue_subset(task:TaskSpec, path:Path) -> list[dict]:
+    "A `glue_pretrain/*.json` subset: `{row: {text_a, text_b, label}}`, the two texts in the task's column order."
+    first, second = [c for c, kind in task.columns if kind == "string"][:2]
+    try: table = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError: raise _decode_error(path, "utf-8") from None
+    except json.JSONDecodeError as e: raise MalformedRowError(path, e.lineno, f"invalid JSON ({e.msg})") from None
+    if not isinstance(table, dict): raise MalformedRowError(path, 1, "expected a JSON object {row: {text_a, text_b, label}}")
+    rows = []
+    for key, r in table.items():
+        try: rows.append(_no_nulls({first: r["text_a"], second: r["text_b"], "label": _label_id(task, r["label"])}))
+        except (KeyError, ValueError, TypeError) as e: raise MalformedRowError(path, 1, f"row {key!r}: cannot parse ({e!r})") from None
+    return rows
+
+
 def _read_glue(task:TaskSpec, path:Path) -> list[dict]:
     name = task.name
+    if path.suffix == ".json": return _read_glue_subset(task, path)
     if name == "cola":  # no header: source, label, original mark, sentence
         rows = []
         for line, f in _tsv_rows(path):

@@ -13,19 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import check_choice, check_positive_int
-from .data import load_sample
+from .config import SINGLE_TASK_METHODS, check_choice, check_positive_int
+from collections import Counter
+
+from .data import head_labels, head_num_labels, load_sample, load_splits
 from .metrics import glue_average
-from .model import ParameterCount
+from .model import ParameterCount, parameter_report
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, get_task
-from .train import PROFILES, ExperimentConfig, _run_status, make_config, train
+from .train import PROFILES, ExperimentConfig, _run_status, head_metrics, make_config, read_jsonl, train
 
 # %% auto #0
-__all__ = ['SMOKE_EXPERIMENT', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'run_name', 'default_runs_root', 'run_experiment', 'result_rows',
-           'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget', 'glue_source', 'fewshot_overrides',
-           'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k', 'experiment_setup',
-           'sweep', 'runs_summary', 'seed_means', 'group_averages', 'with_average_rows', 'seeds_text',
-           'parameter_strings']
+__all__ = ['SMOKE_EXPERIMENT', 'FEWSHOT_SHORT_STEPS', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'run_name', 'default_runs_root',
+           'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget',
+           'glue_source', 'fewshot_overrides', 'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows',
+           'fewshot_k', 'experiment_setup', 'sweep', 'runs_summary', 'seed_means', 'group_averages',
+           'with_average_rows', 'seeds_text', 'multitask_plan', 'majority_metrics', 'majority_scores', 'run_timing',
+           'method_summary', 'claim_checks', 'parameter_strings']
 
 # %% ../nbs/11_experiments.ipynb #b1ecbba5
 def run_name(config:ExperimentConfig) -> str:
@@ -86,13 +89,16 @@ def results_dir(name:str, given:str|Path|None=None) -> Path:
     return path
 
 # %% ../nbs/11_experiments.ipynb #810646fa
+FEWSHOT_SHORT_STEPS = {"smoke": 10, "cpu": 60}  # profiles whose few-shot runs are short (two evaluations)
+
 def fewshot_budget(profile:str, k:int, steps:int|None=None) -> dict:
     "`max_steps`, `batch_size` and `eval_steps` of a k-shot run (`steps` overrides the length)."
     check_positive_int("k", k)
     if steps is not None: check_positive_int("steps", steps)
     batch = min(PROFILES[profile]["batch_size"], k)
-    steps = steps if steps is not None else (10 if profile == "smoke" else max(1000, math.ceil(100 * k / batch)))
-    return dict(max_steps=steps, batch_size=batch, eval_steps=max(1, steps // (2 if profile == "smoke" else 20)))
+    short = FEWSHOT_SHORT_STEPS.get(profile)
+    steps = steps if steps is not None else short or max(1000, math.ceil(100 * k / batch))
+    return dict(max_steps=steps, batch_size=batch, eval_steps=max(1, steps // (2 if short else 20)))
 
 # %% ../nbs/11_experiments.ipynb #0c050a3f
 def glue_source(runs_root:str|Path|None, profile:str, method:str, seed:int, # where, which profile, method and seed
@@ -216,6 +222,119 @@ def with_average_rows(scores:pd.DataFrame, by:list[str]) -> pd.DataFrame:
                      ignore_index=True)
 
 def seeds_text(seeds:tuple[int, ...]) -> str: return ",".join(map(str, seeds))
+
+# %% ../nbs/11_experiments.ipynb #0e1f3f1b
+def multitask_plan(methods:tuple[str, ...], # methods of the table
+                   tasks:tuple[str, ...], # the tasks
+                   max_steps:int|None=None, # the multi-task runs' length (None: the profile's; no equal share then)
+                   eval_steps:int|None=None, # their evaluation interval
+                  ) -> list[tuple[dict, dict]]:
+    "A `sweep` plan: one multi-task run per method, or one run per task for single-task methods (equal share of `max_steps`)."
+    plan = []
+    for method in methods:
+        if method not in SINGLE_TASK_METHODS:
+            plan.append(({"method": method}, {"method": method, "tasks": ",".join(tasks), "max_steps": max_steps, "eval_steps": eval_steps}))
+            continue
+        share = None if max_steps is None else max(1, math.ceil(max_steps / len(tasks)))
+        every = None if share is None else max(1, min(share, math.ceil(share * (eval_steps or max_steps) / max_steps)))
+        plan += [({"method": method}, {"method": method, "tasks": task, "max_steps": share, "eval_steps": every}) for task in tasks]
+    return plan
+
+
+# %% ../nbs/11_experiments.ipynb #7b07ec2e
+def majority_metrics(task:str, # task name
+                     train_labels:list, # the training split's labels (class ids; STS-B scores)
+                     test_labels:list, # the scored split's gold labels
+                    ) -> dict[str, float]:
+    "Scores of predicting every row as the most frequent training label (a regression task's constant: 0 correlation)."
+    labels, spec = head_labels(task), get_task(task)
+    if not labels: return {m: 0.0 for m in spec.metrics}
+    majority = Counter(int(v) for v in train_labels).most_common(1)[0][0]
+    return head_metrics(task, [labels[majority]] * len(test_labels), [labels[int(v)] for v in test_labels])
+
+def majority_scores(tasks:tuple[str, ...], # tasks to score
+                    profile:str, # profile whose split protocol, data source and eval cap apply
+                    seeds:tuple[int, ...], # data seeds (small tasks' test halves depend on them)
+                    **knobs, # data_dir, max_eval_samples, ... as for the runs
+                   ) -> pd.DataFrame:
+    "Tidy test scores (method 'majority') of the majority-class baseline on the rows the runs are scored on."
+    rows = []
+    for seed in seeds:
+        config = make_config(profile, **{**knobs, "tasks": ",".join(tasks), "seed": seed, "output_dir": "unused"})
+        for task in config.tasks:
+            splits = load_splits(task, config.split_protocol, config.data_seed, config.data_dir, source=config.data_source)
+            test = splits["test"]
+            if config.max_eval_samples is not None: test = test.select(range(min(len(test), config.max_eval_samples)))
+            column = get_task(task).label_column
+            scores = majority_metrics(task, splits["train"][column], test[column])
+            rows += [{"method": "majority", "seed": seed, "split": "test", "task": task, "metric": m, "value": v} for m, v in scores.items()]
+    return pd.DataFrame(rows)
+
+
+# %% ../nbs/11_experiments.ipynb #eed9978d
+def run_timing(output_dir:str|Path, # a finished run
+              ) -> dict[str, float]:
+    "`train_seconds` (evaluations excluded) and `ms_per_step` of a finished run."
+    run = Path(output_dir)
+    result = json.loads((run / "result.json").read_text(encoding="utf-8"))
+    evaluation = sum(r.get("seconds", 0.0) for r in read_jsonl(run / "metrics.jsonl"))
+    seconds = max(0.0, result["train_seconds"] - evaluation)
+    return {"train_seconds": seconds, "ms_per_step": 1000 * seconds / result["steps"]}
+
+
+# %% ../nbs/11_experiments.ipynb #5f5066a4
+def method_summary(scores:pd.DataFrame, # tidy test scores with method and seed columns (from `sweep`)
+                   runs:list[dict], # the sweep's run records
+                   model:str, # the backbone, for the parameter count
+                   tasks:tuple[str, ...], # the tasks of the table
+                   reduction_factor:int=32, # adapter reduction factor r
+                  ) -> pd.DataFrame:
+    "Per method: flat average over seeds (mean, std), trained % per task with and without heads, ms per step."
+    averages = group_averages(scores, ["method", "seed"]).groupby("method", sort=False)["avg_flat"]
+    out = averages.agg(avg_flat="mean", avg_std="std").fillna({"avg_std": 0.0}).reset_index()
+    timing = pd.DataFrame([{"method": r["method"], **run_timing(r["output_dir"])} for r in runs]).groupby("method")["ms_per_step"].mean()
+    labels = tuple(head_num_labels(tasks)[get_task(t).name] for t in tasks)
+    counts = {m: parameter_report(model, m, len(tasks), reduction_factor, num_labels=labels) for m in out["method"]}
+    out["trained_pct_per_task"] = out["method"].map(lambda m: counts[m].trained_per_task_percent)
+    out["trained_pct_without_heads"] = out["method"].map(lambda m: counts[m].trained_per_task_percent_without_heads)
+    out["ms_per_step"] = out["method"].map(timing)
+    return out
+
+
+# %% ../nbs/11_experiments.ipynb #28862a22
+def _task_means(scores:pd.DataFrame) -> pd.DataFrame:
+    return scores.groupby(["method", "task"], as_index=False, sort=False)["value"].mean()
+
+def claim_checks(scores:pd.DataFrame, # tidy seed-mean test scores: method, task, metric, value
+                 majority:pd.DataFrame, # the same for the majority baseline (method 'majority')
+                 trained_percent:dict[str, float], # method -> % of the backbone's parameters trained per task
+                 fewshot:pd.DataFrame|None=None, # task, k, method, mean (few-shot accuracy); None: no few-shot claim
+                ) -> pd.DataFrame:
+    "One row per target: what it asks, the measured value, met or missed."
+    means, base = _task_means(scores), _task_means(majority).set_index("task")["value"]
+    above = means.assign(margin=means["value"] - means["task"].map(base))
+    below = above[~(above["margin"] > 0)]
+    avg = group_averages(scores, ["method"]).set_index("method")["avg_flat"]
+    rows = [{"target": "every method beats the majority baseline on every task",
+             "measured": f"{len(above) - len(below)} of {len(above)} (method, task) pairs above"
+                         + ("" if below.empty else "; not: " + ", ".join(f"{m}/{t} ({d:+.1f})" for m, t, d in below[["method", "task", "margin"]].values)),
+             "met": below.empty}]
+    for method, tolerance in (("hyperformer++", 1.0), ("adapters-shared", 1.5)):
+        if method not in avg or "finetune" not in avg: continue
+        gap = avg[method] - avg["finetune"]
+        rows.append({"target": f"{method} within {tolerance} point(s) of finetune's average",
+                     "measured": f"{avg[method]:.2f} vs {avg['finetune']:.2f} ({gap:+.2f})", "met": gap >= -tolerance})
+    if "hyperformer++" in trained_percent:
+        share = trained_percent["hyperformer++"]
+        rows.append({"target": "hyperformer++ trains at most 1 % of the backbone per task", "measured": f"{share:.3f} %", "met": share <= 1.0})
+    if fewshot is not None and not fewshot.empty:
+        small = fewshot[fewshot["k"] <= 32].groupby("method")["mean"].mean()
+        if {"hyperformer++", "finetune"} <= set(small.index):
+            rows.append({"target": "few-shot hyperformer++ >= finetune on average for k <= 32",
+                         "measured": f"{small['hyperformer++']:.2f} vs {small['finetune']:.2f} ({small['hyperformer++'] - small['finetune']:+.2f})",
+                         "met": small["hyperformer++"] >= small["finetune"]})
+    return pd.DataFrame(rows)
+
 
 # %% ../nbs/11_experiments.ipynb #7d729544
 def parameter_strings(count:ParameterCount, # from `hyperformer.model.parameter_report`

@@ -65,12 +65,21 @@ class GeneratorBank(nn.Module):
             self.norm_bias = nn.Parameter(torch.zeros(n_sites, h))
         init_normal_(self.weight, std=config.init_std)
         if config.init == "identity": self._zero_identity_outputs()
+        if config.init == "zero-scale": self._zero_norm_outputs()
 
     def _zero_identity_outputs(self):
         "Zero the generators of U, b_U and beta: every generated adapter then starts as the exact identity."
         offsets = torch.tensor([0] + self.sizes).cumsum(0).tolist()
         for part in (2, 3) + ((5,) if self.conditional else ()):
             init_zeros_(self.weight[:, offsets[part]:offsets[part + 1]])
+
+    def _zero_norm_outputs(self):
+        "Zero the post layer norm's scale and shift (their generators, or the shared norm's weight): adapters start as the identity and grow with gamma."
+        if not self.conditional:
+            with torch.no_grad(): self.norm_weight.zero_()
+            return
+        offsets = torch.tensor([0] + self.sizes).cumsum(0).tolist()
+        init_zeros_(self.weight[:, offsets[4]:offsets[6]])
 
     def split(self, flat:Tensor # (U, S, sum(sizes)) generated parameters
              ) -> StackAdapterWeights:

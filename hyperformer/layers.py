@@ -163,7 +163,7 @@ class AdapterBank(nn.Module):
             init_normal_(p.down_weight, p.up_weight, std=self.init_std)
             init_zeros_(p.down_bias, p.up_bias)
             if self.init_regime == "identity": init_zeros_(p.up_weight)
-        with torch.no_grad(): self.norm_weight.fill_(1.0); self.norm_bias.zero_()
+        with torch.no_grad(): self.norm_weight.fill_(0.0 if self.init_regime == "zero-scale" else 1.0); self.norm_bias.zero_()
 
     def forward(self, task_indices:list[int] # which tasks (indices into config.tasks), in bundle order
                ) -> StackAdapterWeights:

@@ -162,6 +162,9 @@ _S = (("sentence", "string"), ("label", "class"), ("idx", "int32"))
 _S1S2 = (("sentence1", "string"), ("sentence2", "string"), ("label", "class"), ("idx", "int32"))
 _T_S1S2 = (("sentence1:", "sentence1"), ("sentence2:", "sentence2"))
 _GLUE_FILES = {"train": ("train.tsv",), "validation": ("dev.tsv",)}
+# QNLI, QQP, MNLI: where the full train file is absent, the 8,999-row random sample of it that `glue_pretrain/train.json`
+# holds (its 1,000-row `dev.json`, drawn from train too, stands in for QQP's missing official dev file)
+_SUBSET_TRAIN = ("train.tsv", "glue_pretrain/train.json")
 
 _TASK_LIST = [
     _glue("cola", "cola", _S, ("unacceptable", "acceptable"), (("sentence:", "sentence"),),
@@ -173,7 +176,8 @@ _TASK_LIST = [
           {"train": ("train.tsv",), "validation": ("dev.tsv",), "test": ("msr_paraphrase_test.txt",)}),
     _glue("qqp", "qqp", (("question1", "string"), ("question2", "string"), ("label", "class"), ("idx", "int32")),
           ("not_duplicate", "duplicate"), (("question1:", "question1"), ("question2:", "question2")),
-          ("f1", "accuracy"), "int", "large", "large", {"train": 363846, "validation": 40430}, "QQP", _GLUE_FILES),
+          ("f1", "accuracy"), "int", "large", "large", {"train": 363846, "validation": 40430}, "QQP",
+          {"train": _SUBSET_TRAIN, "validation": ("dev.tsv", "glue_pretrain/dev.json")}),
     _glue("stsb", "stsb", (("sentence1", "string"), ("sentence2", "string"), ("label", "float32"), ("idx", "int32")),
           (), _T_S1S2, ("pearson", "spearmanr"), "float", "small", "small", {"train": 5749, "validation": 1500},
           "STS-B", _GLUE_FILES),
@@ -181,13 +185,14 @@ _TASK_LIST = [
           ("entailment", "neutral", "contradiction"), (("premise:", "premise"), ("hypothesis:", "hypothesis")),
           ("accuracy",), "string", "other", "large",
           {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832}, "MNLI",
-          {"train": ("train.tsv",), "validation_matched": ("dev_matched.tsv", "dev_matched.jsonl"),
+          {"train": _SUBSET_TRAIN, "validation_matched": ("dev_matched.tsv", "dev_matched.jsonl"),
            "validation_mismatched": ("dev_mismatched.tsv", "dev_mismatched.jsonl")},
           split_map={"train": "train", "validation": "validation_mismatched", "test": "validation_matched"},
           reference_template=(("premise:", "premise"), ("hypothesis", "hypothesis"))),
     _glue("qnli", "qnli", (("question", "string"), ("sentence", "string"), ("label", "class"), ("idx", "int32")),
           ("entailment", "not_entailment"), (("question:", "question"), ("sentence:", "sentence")),
-          ("accuracy",), "string", "large", "large", {"train": 104743, "validation": 5463}, "QNLI", _GLUE_FILES),
+          ("accuracy",), "string", "large", "large", {"train": 104743, "validation": 5463}, "QNLI",
+          {"train": _SUBSET_TRAIN, "validation": ("dev.tsv",)}),
     _glue("rte", "rte", _S1S2, ("entailment", "not_entailment"), _T_S1S2, ("accuracy",), "string", "small", "small",
           {"train": 2490, "validation": 277}, "RTE", _GLUE_FILES),
     TaskSpec("scitail", "allenai/scitail", "snli_format",

@@ -37,8 +37,8 @@ from .data import EncoderCollator, encode_task, head_labels, head_num_labels
 from .metrics import METRICS, postprocess_texts
 
 # %% auto #0
-__all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES', 'FEWSHOT_MODES',
-           'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
+__all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
+           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
            'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig', 'make_config',
            'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'make_collator',
            'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions', 'evaluate_tasks',
@@ -50,6 +50,9 @@ __all__ = ['PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PR
            'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
+CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-3,
+                      "hyperformer++": 1e-3, "hyperformer-shared-layers": 1e-3}  # cpu profile: peak learning rate per method
+
 PROFILES = {
     "smoke": dict(model="t5-tiny", pretrained=False, tokenizer="byt5", data_source="sample", max_steps=120, batch_size=8,
                   eval_batch_size=64, learning_rate=1e-3, lr_scheduler="constant", warmup_steps=0, eval_steps=40,
@@ -60,6 +63,10 @@ PROFILES = {
     "reference": dict(model="t5-base", pretrained=True, tokenizer=None, data_source="auto", max_steps=2**16, batch_size=32,
                       eval_batch_size=64, learning_rate=3e-4, lr_scheduler="linear", warmup_steps=500, eval_steps=1000,
                       loss_reduction="sum", split_protocol="reference", stale_momentum=True, max_target_length=128),
+    "cpu": dict(model="minilm", pretrained=True, tokenizer=None, data_source="auto", max_steps=500, batch_size=16,
+                eval_batch_size=64, learning_rate=CPU_LEARNING_RATES, lr_scheduler="linear", warmup_steps=50, eval_steps=250,
+                loss_reduction="mean", split_protocol="paper", stale_momentum=False, max_target_length=16, init="zero-scale",
+                max_eval_samples=200),
 }
 LR_SCHEDULERS, LOSS_REDUCTIONS, SAMPLING_MODES = ("constant", "linear"), ("mean", "sum"), ("task", "mixed")
 PRECISIONS, DATA_SOURCES, FEWSHOT_MODES = ("fp32", "bf16", "fp16"), ("auto", "hub", "local", "sample"), ("paper", "task-only")
@@ -67,14 +74,14 @@ PRECISIONS, DATA_SOURCES, FEWSHOT_MODES = ("fp32", "bf16", "fp16"), ("auto", "hu
 # %% ../nbs/07_train.ipynb #469d3c3e
 OPTIMIZERS = ("adamw", "adamw-3.5.1")  # torch.optim.AdamW | transformers 3.5.1's AdamW (`Transformers351AdamW`)
 DECODE_LENGTHS = ("with-eos", "without-eos")  # new tokens: longest label incl. EOS | one fewer, as the released evaluation
-for _profile, _released in (("smoke", False), ("paper", False), ("reference", True)):
+for _profile, _released in (("smoke", False), ("paper", False), ("reference", True), ("cpu", False)):
     PROFILES[_profile].update(optimizer=OPTIMIZERS[_released], cross_attention_bias=_released, decode_length=DECODE_LENGTHS[_released])
 
 # %% ../nbs/07_train.ipynb #b4685fd6
 @dataclass(frozen=True)
 class ExperimentConfig:
     "Everything that defines a run; build it with `make_config(profile, **overrides)`."
-    profile:str # smoke | paper | reference
+    profile:str # smoke | paper | reference | cpu
     method:str # one of METHODS
     tasks:tuple[str, ...] # training tasks
     eval_tasks:tuple[str, ...] # tasks evaluated on validation (selection) and test
@@ -180,7 +187,7 @@ def _task_tuple(tasks) -> tuple[str, ...]:
     if isinstance(tasks, str): tasks = [t for t in tasks.split(",") if t.strip()]
     return tuple(get_task(t.strip() if isinstance(t, str) else t).name for t in tasks)
 
-def make_config(profile:str="smoke", # smoke | paper | reference
+def make_config(profile:str="smoke", # smoke | paper | reference | cpu
                 **overrides, # any ExperimentConfig field; None means "profile default"
                ) -> ExperimentConfig:
     "Resolve `profile` defaults and `overrides` into a validated `ExperimentConfig`."
@@ -191,6 +198,7 @@ def make_config(profile:str="smoke", # smoke | paper | reference
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}  # folders may be given as Paths
     if values["data_dir"] is not None and overrides.get("data_source") is None and values["data_source"] == "sample":
         values["data_source"] = "local"  # a given data_dir means its data, not the profile's shipped samples
+    if isinstance(values["learning_rate"], dict): values["learning_rate"] = values["learning_rate"][values["method"]]
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]
     values["data_seed"] = values["seed"] if values["data_seed"] is None else values["data_seed"]

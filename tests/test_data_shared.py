@@ -143,5 +143,16 @@ def test_large_task_protocols_on_sst2():
     pap = load_splits("sst2", "paper", data_seed=42, data_dir=SHARED)
     assert tuple(len(pap[r]) for r in ("train", "validation", "test")) == (66349, 1000, 872)
     assert not set(pap["train"]["idx"]) & set(pap["validation"]["idx"])  # both from GLUE train, disjoint
-    with pytest.raises(FileNotFoundError, match=r"QNLI/train.tsv"):
-        load_splits("qnli", "paper", data_dir=SHARED)
+    with pytest.raises(FileNotFoundError, match=r"QNLI/train.tsv or .*QNLI/glue_pretrain/train.json"):
+        load_splits("qnli", "paper", data_dir=SHARED / "no-such-folder")
+
+
+@needs_shared
+def test_glue_subsets_stand_in_for_missing_train_files():
+    "QNLI, QQP, MNLI: the 8,999-row glue_pretrain sample is the train source; the paper protocol holds 1,000 out."
+    sizes = {t: {s: len(v) for s, v in load_splits(t, data_dir=SHARED).items()} for t in ("qnli", "qqp", "mnli")}
+    assert sizes["qnli"] == {"train": 7999, "validation": 1000, "test": 5463}
+    assert sizes["mnli"] == {"train": 7999, "validation": 1000, "test": 9815}
+    assert sizes["qqp"] == {"train": 7999, "validation": 1000, "test": 1000}
+    qqp = load_splits("qqp", data_dir=SHARED)
+    assert not {(r["question1"], r["question2"]) for r in qqp["train"]} & {(r["question1"], r["question2"]) for r in qqp["test"]}
