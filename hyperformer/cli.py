@@ -16,9 +16,9 @@ from .config import MAX_TASKS, METHODS, check_field_types, positive_int_arg
 from .model import ENCODER_ARCHITECTURES, T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
-__all__ = ['FIELD_CHOICES', 'add_params_parser', 'run_params', 'add_train_parser', 'read_config_file', 'config_from_args',
-           'resume_command', 'run_train', 'add_eval_parser', 'run_eval', 'profile_in_argv', 'document_train_flags',
-           'default_threads', 'set_threads', 'reporting_callbacks', 'build_parser', 'main']
+__all__ = ['FIELD_CHOICES', 'add_params_parser', 'label_counts_arg', 'run_params', 'add_train_parser', 'read_config_file',
+           'config_from_args', 'resume_command', 'run_train', 'add_eval_parser', 'run_eval', 'profile_in_argv',
+           'document_train_flags', 'default_threads', 'set_threads', 'reporting_callbacks', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -30,12 +30,20 @@ def add_params_parser(subparsers) -> None:
     p.add_argument("--reduction-factor", type=positive_int_arg, default=32, help="adapter reduction factor r (d = d_model / r)")
     p.add_argument("--single-task", action=argparse.BooleanOptionalAction, default=None,
                    help="one model per task (default: only for 'adapters'; use with finetune for the T5 single-task row)")
+    p.add_argument("--num-labels", type=label_counts_arg, default=(2,),
+                   help="encoders: outputs of each task head, one int for every task or one per task (GLUE in Table 1 order: 2,2,2,2,1,3,2,2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_params)
 
+def label_counts_arg(text:str) -> tuple[int, ...]:
+    "argparse type of `--num-labels`: positive integers separated by commas."
+    try: return tuple(positive_int_arg(v.strip()) for v in text.split(","))
+    except argparse.ArgumentTypeError: raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer or a comma-separated list of them, e.g. 2 or 2,2,2,2,1,3,2,2") from None
+
 def run_params(args:argparse.Namespace) -> int:
     "Print the accounting of `args`."
-    count = parameter_report(args.model, args.method, args.n_tasks, args.reduction_factor, args.single_task)
+    labels = args.num_labels[0] if len(args.num_labels) == 1 else args.num_labels
+    count = parameter_report(args.model, args.method, args.n_tasks, args.reduction_factor, args.single_task, num_labels=labels)
     if args.json: print(json.dumps(count.to_dict()))
     else:
         for key, value in count.to_dict().items():

@@ -25,10 +25,10 @@ from .train import PROFILES, ExperimentConfig, _run_status, head_metrics, make_c
 # %% auto #0
 __all__ = ['SMOKE_EXPERIMENT', 'FEWSHOT_SHORT_STEPS', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'run_name', 'default_runs_root',
            'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget',
-           'glue_source', 'fewshot_overrides', 'int_param', 'int_grid', 'fewshot_tasks', 'paper_size', 'train_rows',
-           'fewshot_k', 'experiment_setup', 'sweep', 'runs_summary', 'seed_means', 'group_averages',
-           'with_average_rows', 'seeds_text', 'multitask_plan', 'majority_metrics', 'majority_scores', 'run_timing',
-           'method_summary', 'claim_checks', 'parameter_strings']
+           'glue_source', 'fewshot_overrides', 'int_param', 'int_grid', 'check_fewshot_sources', 'fewshot_tasks',
+           'paper_size', 'train_rows', 'fewshot_k', 'experiment_setup', 'sweep', 'runs_summary', 'seed_means',
+           'group_averages', 'with_average_rows', 'seeds_text', 'multitask_plan', 'majority_metrics', 'majority_scores',
+           'run_timing', 'method_summary', 'claim_checks', 'parameter_strings']
 
 # %% ../nbs/11_experiments.ipynb #b1ecbba5
 def run_name(config:ExperimentConfig) -> str:
@@ -89,7 +89,7 @@ def results_dir(name:str, given:str|Path|None=None) -> Path:
     return path
 
 # %% ../nbs/11_experiments.ipynb #810646fa
-FEWSHOT_SHORT_STEPS = {"smoke": 10, "cpu": 60}  # profiles whose few-shot runs are short (two evaluations)
+FEWSHOT_SHORT_STEPS = {"smoke": 10, "cpu": 40}  # profiles whose few-shot runs are short (two evaluations)
 
 def fewshot_budget(profile:str, k:int, steps:int|None=None) -> dict:
     "`max_steps`, `batch_size` and `eval_steps` of a k-shot run (`steps` overrides the length)."
@@ -143,6 +143,14 @@ def int_grid(name:str, value, default:str|tuple|None=None, minimum:int=1) -> tup
         raise ValueError(f"parameter {name}={value!r} must be an integer >= {minimum} or a comma-separated list of them") from None
     if not out: raise ValueError(f"parameter {name}={value!r} names no value; give e.g. {name}=4,16")
     return out
+
+def check_fewshot_sources(few_tasks:tuple[str, ...], # the few-shot tasks
+                          glue_tasks:tuple[str, ...], # the tasks of the multi-task source runs
+                         ) -> None:
+    "Refuse few-shot tasks whose similar GLUE task the source runs do not train (before any run starts)."
+    missing = {t: get_task(t).similar_glue_task for t in few_tasks if get_task(t).similar_glue_task not in glue_tasks}
+    if missing: raise ValueError(f"few-shot tasks {sorted(missing)} start from their similar GLUE tasks {sorted(set(missing.values()))}, "
+                                 f"which the multi-task runs ({','.join(glue_tasks)}) do not train; add them to tasks or drop those few-shot tasks")
 
 def fewshot_tasks(value) -> tuple[str, ...]:
     "The few-shot tasks named by a notebook parameter (None: all seven); a GLUE or unknown task is refused."

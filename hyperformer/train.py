@@ -50,8 +50,8 @@ __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS',
            'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
-CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-3,
-                      "hyperformer++": 1e-3, "hyperformer-shared-layers": 1e-3}  # cpu profile: peak learning rate per method
+CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
+                      "hyperformer++": 1e-4, "hyperformer-shared-layers": 1e-4}  # cpu profile: peak learning rate per method
 
 PROFILES = {
     "smoke": dict(model="t5-tiny", pretrained=False, tokenizer="byt5", data_source="sample", max_steps=120, batch_size=8,
@@ -63,10 +63,10 @@ PROFILES = {
     "reference": dict(model="t5-base", pretrained=True, tokenizer=None, data_source="auto", max_steps=2**16, batch_size=32,
                       eval_batch_size=64, learning_rate=3e-4, lr_scheduler="linear", warmup_steps=500, eval_steps=1000,
                       loss_reduction="sum", split_protocol="reference", stale_momentum=True, max_target_length=128),
-    "cpu": dict(model="minilm", pretrained=True, tokenizer=None, data_source="auto", max_steps=500, batch_size=16,
-                eval_batch_size=64, learning_rate=CPU_LEARNING_RATES, lr_scheduler="linear", warmup_steps=50, eval_steps=250,
+    "cpu": dict(model="minilm", pretrained=True, tokenizer=None, data_source="auto", max_steps=300, batch_size=16,
+                eval_batch_size=64, learning_rate=CPU_LEARNING_RATES, lr_scheduler="linear", warmup_steps=30, eval_steps=150,
                 loss_reduction="mean", split_protocol="paper", stale_momentum=False, max_target_length=16, init="zero-scale",
-                max_eval_samples=200),
+                max_eval_samples=150),
 }
 LR_SCHEDULERS, LOSS_REDUCTIONS, SAMPLING_MODES = ("constant", "linear"), ("mean", "sum"), ("task", "mixed")
 PRECISIONS, DATA_SOURCES, FEWSHOT_MODES = ("fp32", "bf16", "fp16"), ("auto", "hub", "local", "sample"), ("paper", "task-only")

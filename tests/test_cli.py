@@ -69,3 +69,16 @@ def test_report_to_tensorboard_writes_readable_curves(tmp_path):
 def test_report_to_unknown_integration_is_a_clear_error(tmp_path):
     done = run_cli("train", "--profile", "smoke", "--max-steps", "2", "--report-to", "tensorbord", "--output-dir", str(tmp_path / "r"))
     assert done.returncode == 2 and "--report-to tensorbord is not an integration" in done.stderr
+
+
+def test_params_counts_encoder_heads_from_num_labels():
+    glue = run_cli("params", "--model", "minilm", "--method", "hyperformer++", "--num-labels", "2,2,2,2,1,3,2,2", "--json")
+    three = run_cli("params", "--model", "minilm", "--method", "hyperformer++", "--num-labels", "3", "--json")
+    assert glue.returncode == 0 and three.returncode == 0, glue.stderr + three.stderr
+    glue, three = json.loads(glue.stdout), json.loads(three.stdout)
+    assert glue["heads"] == 8 * (384 * 384 + 384) + 16 * 385  # per head: dense 384x384, then 385 per output (GLUE: 16 in all)
+    assert three["heads"] - glue["heads"] == (24 - 16) * 385
+    bad = run_cli("params", "--model", "minilm", "--num-labels", "2,x")
+    assert bad.returncode == 2 and "'2,x' is not a positive integer" in bad.stderr
+    short = run_cli("params", "--model", "minilm", "--num-labels", "2,3")
+    assert short.returncode == 2 and "num_labels has 2 entries for n_tasks=8" in short.stderr

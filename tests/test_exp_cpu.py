@@ -21,7 +21,7 @@ def _minilm_installed() -> bool:
 needs_real = pytest.mark.skipif(shared_data_dir() is None or not _minilm_installed(),
                                 reason="needs ../shared/data and the MiniLM wheel (make install)")
 
-SHORT = dict(tasks="mrpc,rte", methods="finetune,adapters,hyperformer++", seeds="0", max_steps=4, eval_steps=2,
+SHORT = dict(tasks="rte,mnli", methods="finetune,adapters,hyperformer++", seeds="0", max_steps=4, eval_steps=2,
              max_eval_samples=16, fewshot_tasks="cb", k_grid="4", fewshot_steps=2, lowres_sizes="32",
              lowres_methods="hyperformer++")
 
