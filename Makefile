@@ -71,13 +71,13 @@ DATA_DIR ?= ../shared/data
 # Torch picks its own thread count for the real-model targets (the export above is for the tiny test models).
 REAL_THREADS := env -u OMP_NUM_THREADS
 
-# A short CPU variant of the reproduction: pretrained MiniLM, HyperFormer++ on three GLUE tasks of the real data,
+# A short CPU variant of the reproduction: pretrained MiniLM, HyperFormer++ and Adapters† on three GLUE tasks of the real data,
 # scored on test beside the majority-class baseline (a few minutes on two cores). The tables are printed at the end.
 DEMO_OUT ?= results/demo
 demo: install
 	mkdir -p $(DEMO_OUT)
 	$(REAL_THREADS) $(BIN)/papermill --cwd . --no-progress-bar nbs/exp_cpu.ipynb $(DEMO_OUT)/exp_cpu.ipynb -p data_dir $(DATA_DIR) \
-	  -p tasks sst2,stsb,qqp -p methods hyperformer++ -p seeds 0 -p max_steps 300 -p eval_steps 150 -p fewshot_methods "" \
+	  -p tasks sst2,stsb,qqp -p methods hyperformer++,adapters-shared -p seeds 0 -p fewshot_methods "" \
 	  -p lowres_sizes "" -p runs_root runs/demo -p results $(DEMO_OUT)
 	@cat $(DEMO_OUT)/glue_scores.md $(DEMO_OUT)/glue_methods.md
 	@echo "executed notebook: $(DEMO_OUT)/exp_cpu.ipynb"

@@ -165,9 +165,10 @@ def paper_size(size:str|None, model:str|None, profile:str) -> str:
     return size
 
 def train_rows(task:str, profile:str, data_dir:str|None=None) -> int:
-    "Training rows `task` offers under `profile`: the shipped sample, else the official train split (less the held-out validation rows)."
+    "Training rows `task` offers under `profile`: the shipped sample, the local files in `data_dir` (counted), else the official train split (less the held-out validation rows)."
     spec, defaults = get_task(task), PROFILES[profile]
     if defaults["data_source"] == "sample" and data_dir is None: return len(load_sample(spec, "train"))
+    if data_dir is not None: return len(load_splits(spec, defaults["split_protocol"], data_dir=data_dir, source="local")["train"])
     rows = spec.official_sizes[spec.split_map["train"]]
     return rows - 1000 if defaults["split_protocol"] == "paper" and spec.paper_group == "large" else rows
 
