@@ -24,9 +24,10 @@ from .tasks import TREC_FINE, TaskSpec, check_protocol, check_stsb_score, get_ta
 
 # %% auto #0
 __all__ = ['FIELD_SIZE_LIMIT', 'SAMPLE_SPLITS', 'shared_data_dir', 'DataUnavailableError', 'MalformedRowError', 'task_features',
-           'local_file', 'read_local', 'load_task_split', 'sample_path', 'load_sample', 'split_indices', 'subsample',
-           'load_splits', 'preprocess', 'Seq2SeqCollator', 'generation_length', 'head_labels', 'head_num_labels',
-           'encode_task', 'EncoderCollator', 'temperature_probabilities', 'TemperatureSampler']
+           'local_file', 'read_local', 'load_task_split', 'sample_path', 'load_sample', 'split_indices',
+           'evaluation_rows', 'subsample', 'load_splits', 'preprocess', 'Seq2SeqCollator', 'generation_length',
+           'head_labels', 'head_num_labels', 'encode_task', 'EncoderCollator', 'temperature_probabilities',
+           'TemperatureSampler']
 
 # %% ../nbs/05_data.ipynb #7a3a72a8
 def shared_data_dir() -> Path|None:
@@ -383,6 +384,13 @@ def split_indices(task:str|TaskSpec, # task name or spec
     return out
 
 # %% ../nbs/05_data.ipynb #9c84bfbf
+def evaluation_rows(ds:datasets.Dataset, # a validation or test split
+                    cap:int|None, # `max_eval_samples` (None: every row)
+                   ) -> datasets.Dataset:
+    "The rows a run is scored on: the first `cap` rows of the split (all of them when `cap` is None)."
+    return ds if cap is None else ds.select(range(min(len(ds), cap)))
+
+
 def subsample(ds:datasets.Dataset, # dataset to draw from
               k:int|None, # number of rows; None or -1: all rows (unshuffled)
               seed:int, # seed of the draw (the run's data seed)

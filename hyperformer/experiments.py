@@ -16,7 +16,7 @@ import pandas as pd
 from .config import SINGLE_TASK_METHODS, check_choice, check_positive_int
 from collections import Counter
 
-from .data import head_labels, head_num_labels, load_sample, load_splits
+from .data import evaluation_rows, head_labels, head_num_labels, load_sample, load_splits
 from .metrics import glue_average
 from .model import ParameterCount, parameter_report
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, get_task
@@ -272,8 +272,7 @@ def majority_scores(tasks:tuple[str, ...], # tasks to score
         config = make_config(profile, **{**knobs, "tasks": ",".join(tasks), "seed": seed, "output_dir": "unused"})
         for task in config.tasks:
             splits = load_splits(task, config.split_protocol, config.data_seed, config.data_dir, source=config.data_source)
-            test = splits["test"]
-            if config.max_eval_samples is not None: test = test.select(range(min(len(test), config.max_eval_samples)))
+            test = evaluation_rows(splits["test"], config.max_eval_samples)  # the rows the runs are scored on
             column = get_task(task).label_column
             scores = majority_metrics(task, splits["train"][column], test[column])
             rows += [{"method": "majority", "seed": seed, "split": "test", "task": task, "metric": m, "value": v} for m, v in scores.items()]

@@ -33,7 +33,7 @@ from .data import (DataUnavailableError, Seq2SeqCollator, TemperatureSampler, ge
                               preprocess)
 from .metrics import compute_task_metrics, count_invalid, glue_average
 from .model import model_family, resolve_model_path
-from .data import EncoderCollator, encode_task, head_labels, head_num_labels
+from .data import EncoderCollator, encode_task, evaluation_rows, head_labels, head_num_labels
 from .metrics import METRICS, postprocess_texts
 
 # %% auto #0
@@ -306,7 +306,7 @@ def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and to
         out[name] = {}
         for split in splits:
             ds = raw[split]
-            if split != "train" and config.max_eval_samples is not None: ds = ds.select(range(min(len(ds), config.max_eval_samples)))
+            if split != "train": ds = evaluation_rows(ds, config.max_eval_samples)
             if encoder: out[name][split] = encode_task(ds, name, tokenizer, all_tasks.index(name), config.max_source_length, config.split_protocol)
             else: out[name][split] = preprocess(ds, name, tokenizer, all_tasks.index(name), add_task_prefix=config.method == "finetune",
                                           protocol=config.split_protocol, stsb_rounding=config.stsb_rounding,
