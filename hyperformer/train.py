@@ -32,22 +32,22 @@ from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 from .data import (DataUnavailableError, Seq2SeqCollator, TemperatureSampler, generation_length, load_splits,
                               preprocess)
 from .metrics import compute_task_metrics, count_invalid, glue_average
-from .model import model_family, resolve_model_path
+from .model import PACKAGED_MODELS, model_family, resolve_model_path
 from .data import EncoderCollator, encode_task, evaluation_rows, head_labels, head_num_labels
 from .metrics import METRICS, postprocess_texts
 
 # %% auto #0
 __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
            'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
-           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig', 'make_config',
-           'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'make_collator',
-           'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions', 'evaluate_tasks',
-           'head_predictions', 'head_metrics', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
-           'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
-           'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
-           'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
-           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'Transformers351AdamW', 'train',
-           'evaluate_run']
+           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig',
+           'has_local_weights', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks',
+           'build_model', 'make_collator', 'check_target_length', 'build_datasets', 'decode_tokens',
+           'generate_predictions', 'evaluate_tasks', 'head_predictions', 'head_metrics', 'write_json', 'append_jsonl',
+           'read_jsonl', 'replace_dir', 'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite',
+           'clear_run_dir', 'RunLock', 'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest',
+           'checkpoint_problem', 'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume',
+           'fewshot_copies', 'init_from_source', 'head_label_map', 'check_precision', 'code_identity',
+           'Transformers351AdamW', 'train', 'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
@@ -183,6 +183,11 @@ BASE_DEFAULTS = dict(method="hyperformer++", tasks=GLUE_TASKS, eval_tasks=None, 
                      n_train=None, stratified=False, max_eval_samples=None, reduction_factor=32, ablation="full",
                      init="faithful", init_from=None, fewshot_train="paper", output_dir=None)
 
+def has_local_weights(model:str # a --model value
+                     ) -> bool:
+    "Whether `model` names weights on this machine: the packaged MiniLM (installed or not) or a folder with a config.json."
+    return model in PACKAGED_MODELS or (Path(model).expanduser() / "config.json").is_file()
+
 def _task_tuple(tasks) -> tuple[str, ...]:
     if isinstance(tasks, str): tasks = [t for t in tasks.split(",") if t.strip()]
     return tuple(get_task(t.strip() if isinstance(t, str) else t).name for t in tasks)
@@ -198,6 +203,9 @@ def make_config(profile:str="smoke", # smoke | paper | reference | cpu
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}  # folders may be given as Paths
     if values["data_dir"] is not None and overrides.get("data_source") is None and values["data_source"] == "sample":
         values["data_source"] = "local"  # a given data_dir means its data, not the profile's shipped samples
+    if overrides.get("model") is not None and overrides.get("pretrained") is None and has_local_weights(values["model"]):
+        values["pretrained"] = True  # the packaged MiniLM or a checkpoint folder: its weights, not a random model of its shape
+    if values["pretrained"] and overrides.get("tokenizer") is None: values["tokenizer"] = None  # pretrained weights, own tokenizer
     if isinstance(values["learning_rate"], dict): values["learning_rate"] = values["learning_rate"][values["method"]]
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]

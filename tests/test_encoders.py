@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from hyperformer.model import ADAPTER_WEIGHTS_NAME, build_base_model
-from hyperformer.train import build_model, build_tokenizer, evaluate_run, make_config, read_jsonl, train
+from hyperformer.train import build_model, build_tokenizer, evaluate_run, make_config, read_jsonl, read_run_config, train
 
 from helpers import ENV, QUICK, cli, kill_after_evaluations
 
@@ -96,6 +96,17 @@ def test_a_local_model_folder_of_a_supported_family(tmp_path):
     assert result["steps"] == 10
     meta = json.loads((tmp_path / "run" / "best" / "adapter_config.json").read_text())
     assert meta["base_model"]["name_or_path"] == str(folder) and meta["task_heads"] == {"rte": 2}
+
+
+def test_model_minilm_under_the_default_profile_is_the_pretrained_model(tmp_path):
+    "`hyperformer train --model minilm` (default profile: smoke) trains the packaged weights read by their own tokenizer."
+    run = tmp_path / "run"
+    done = cli("train", "--model", "minilm", "--method", "hyperformer++", "--tasks", "sst2,mrpc,rte", "--max-steps", "2",
+               "--eval-steps", "2", "--max-eval-samples", "8", "--threads", "1", "--no-progress", "--output-dir", str(run))
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = read_run_config(run)
+    assert (saved.model, saved.pretrained, saved.tokenizer) == ("minilm", True, None)
+    assert type(build_tokenizer(saved)).__name__.startswith("Bert")  # not the smoke profile's ByT5 bytes
 
 
 def test_ddp_on_cpu_with_two_processes(tmp_path):
