@@ -34,13 +34,14 @@ __all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'MINILM_PACKAGE', 'MINIL
            'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'HEAD_POOLINGS', 'NO_CONDITIONING_MESSAGE',
            'CROSS_ATTENTION_BIAS_KEY', 'RELEASED_MAX_DISTANCE', 'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME',
            'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
-           'encoder_config', 'minilm_path', 'resolve_model_path', 'load_base_model', 'AdapterSite', 't5_adapter_sites',
-           'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites', 'encoder_layer_norm_parameters',
-           'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead', 'TaskHeads', 'declared_pooling',
-           'build_task_heads', 'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
-           'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state',
-           'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount',
-           'paper_formula', 'count_parameters', 'parameter_report']
+           'encoder_config', 'minilm_path', 'resolve_model_path', 'has_local_weights', 'load_base_model', 'AdapterSite',
+           't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites',
+           'encoder_layer_norm_parameters', 'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead',
+           'TaskHeads', 'declared_pooling', 'build_task_heads', 'Conditioning', 'HyperFormerModel',
+           'cross_attention_bias', 'add_cross_attention_bias', 'read_checkpoint_tensor',
+           'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state', 'read_safetensors_checked',
+           'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount', 'paper_formula',
+           'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -154,6 +155,11 @@ def resolve_model_path(name:str # a model name, hub id or folder
                       ) -> str:
     "What transformers loads for `name`: the packaged MiniLM's folder for `minilm`, `name` itself otherwise."
     return str(minilm_path()) if name in PACKAGED_MODELS else name
+
+def has_local_weights(model:str # a --model value
+                     ) -> bool:
+    "Whether `model` names weights on this machine: the packaged MiniLM (installed or not) or a folder with a config.json."
+    return model in PACKAGED_MODELS or (Path(model).expanduser() / "config.json").is_file()
 
 
 # %% ../nbs/03_model.ipynb #f9608ccf

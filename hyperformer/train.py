@@ -32,22 +32,22 @@ from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 from .data import (DataUnavailableError, Seq2SeqCollator, TemperatureSampler, generation_length, load_splits,
                               preprocess)
 from .metrics import compute_task_metrics, count_invalid, glue_average
-from .model import PACKAGED_MODELS, model_family, resolve_model_path
+from .model import has_local_weights, model_family, resolve_model_path
 from .data import EncoderCollator, encode_task, evaluation_rows, head_labels, head_num_labels
 from .metrics import METRICS, postprocess_texts
 
 # %% auto #0
 __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
            'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
-           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig',
-           'has_local_weights', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks',
-           'build_model', 'make_collator', 'check_target_length', 'build_datasets', 'decode_tokens',
-           'generate_predictions', 'evaluate_tasks', 'head_predictions', 'head_metrics', 'write_json', 'append_jsonl',
-           'read_jsonl', 'replace_dir', 'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite',
-           'clear_run_dir', 'RunLock', 'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest',
-           'checkpoint_problem', 'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume',
-           'fewshot_copies', 'init_from_source', 'head_label_map', 'check_precision', 'code_identity',
-           'Transformers351AdamW', 'train', 'evaluate_run']
+           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig', 'make_config',
+           'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'make_collator',
+           'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions', 'evaluate_tasks',
+           'head_predictions', 'head_metrics', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
+           'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
+           'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
+           'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
+           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'Transformers351AdamW', 'train',
+           'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
@@ -182,11 +182,6 @@ BASE_DEFAULTS = dict(method="hyperformer++", tasks=GLUE_TASKS, eval_tasks=None, 
                      max_source_length=128, gradient_accumulation_steps=1, max_grad_norm=1.0, data_dir=None,
                      n_train=None, stratified=False, max_eval_samples=None, reduction_factor=32, ablation="full",
                      init="faithful", init_from=None, fewshot_train="paper", output_dir=None)
-
-def has_local_weights(model:str # a --model value
-                     ) -> bool:
-    "Whether `model` names weights on this machine: the packaged MiniLM (installed or not) or a folder with a config.json."
-    return model in PACKAGED_MODELS or (Path(model).expanduser() / "config.json").is_file()
 
 def _task_tuple(tasks) -> tuple[str, ...]:
     if isinstance(tasks, str): tasks = [t for t in tasks.split(",") if t.strip()]
