@@ -46,8 +46,8 @@ __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS',
            'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
            'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
            'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
-           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'Transformers351AdamW', 'train',
-           'evaluate_run']
+           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'release_process_group',
+           'release_process_group_at_exit', 'Transformers351AdamW', 'train', 'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
@@ -895,6 +895,7 @@ def check_precision(precision:str, # fp32 | bf16 | fp16
 def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTrainingArguments:
     cuda = torch.cuda.is_available()
     check_precision(config.precision, cuda)
+    release_process_group_at_exit()  # the arguments below open the process group under torchrun; see the next section
     return Seq2SeqTrainingArguments(
         output_dir=str(Path(config.output_dir) / "checkpoints"), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.eval_batch_size,
@@ -948,6 +949,20 @@ def _refuse_different(config:ExperimentConfig) -> RunError:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if saved.get(k) != v)
     except (OSError, ValueError, KeyError): diff = "it is not a run directory"
     return RunError(f"{run} holds a different run ({diff}); pass --overwrite to replace it or choose another --output-dir")
+
+# %% ../nbs/07_train.ipynb #31423bc7
+import atexit
+
+def release_process_group() -> bool:
+    "Close the default torch.distributed process group if one is open; whether one was (a second call is a no-op)."
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return False
+    torch.distributed.destroy_process_group()
+    return True
+
+def release_process_group_at_exit() -> None:
+    "Have `release_process_group` run at interpreter exit; registered once however often this is called."
+    atexit.unregister(release_process_group)
+    atexit.register(release_process_group)
 
 # %% ../nbs/07_train.ipynb #f3c21c60
 class Transformers351AdamW(torch.optim.Optimizer):

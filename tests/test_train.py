@@ -1,6 +1,7 @@
 """Training engine acceptance: every method on the smoke profile, eval reproduction, SIGKILL + resume, optimizer set,
 unsampled tasks, few-shot transfer, and clear errors. CPU, offline, shipped samples."""
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,22 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     assert manifest["world_size"] == 2 and {"rng_state_0.pth", "rng_state_1.pth"} <= set(manifest["files"])
     logged = json.loads((run / "test_metrics.json").read_text())
     assert evaluate_run(run)["test"]["tasks"] == logged["tasks"]
+
+
+def test_the_process_group_a_run_opens_is_closed_before_the_interpreter_exits(tmp_path):
+    """Under torchrun's environment the Trainer's arguments open a gloo group; a group left open at exit can abort the rank
+    (SIGABRT, 'terminate called without an active exception') after the run is done. A hook registered before the package
+    is imported runs after the package's own exit hooks, so it sees whether they closed the group."""
+    script = """
+import atexit, torch.distributed as dist
+atexit.register(lambda: print("open at exit:", dist.is_initialized(), flush=True))
+from hyperformer.train import _training_arguments, make_config
+_training_arguments(make_config("smoke", model="bert-tiny", tasks="rte", output_dir=%r), progress=False)
+print("open after the arguments:", dist.is_initialized(), flush=True)
+""" % str(tmp_path / "run")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]
+    env = dict(ENV, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == ["open after the arguments: True", "open at exit: False"]
