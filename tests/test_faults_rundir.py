@@ -212,10 +212,14 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_a_second_process_is_refuse
     proc = subprocess.Popen(CLI + FAULT_ARGS + ["--output-dir", str(run)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not read_jsonl(run / "metrics.jsonl"): time.sleep(0.02)
+    # Freeze the run where it stands (one evaluation logged), so it cannot finish while this process tries its --resume
+    # (on a busy machine that took longer than the 12 steps left); the Ctrl-C is pending until it is let go.
+    proc.send_signal(signal.SIGSTOP)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     with pytest.raises(RunError, match=f"is in use by process {proc.pid} on "):  # a --resume beside the live run
         train(config(run), resume=True, progress=False)
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (proc.returncode, err[-3000:])
     assert "Traceback" not in err and "hyperformer train: interrupted. Continue the run with:" in err, err[-3000:]
