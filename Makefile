@@ -45,8 +45,11 @@ check-sync: install
 	  if [ -n "$$drift" ]; then echo "notebooks are not clean; run nbdev_clean and commit:"; echo "$$drift"; exit 1; fi; \
 	fi
 
+# Tests run in parallel processes (pytest-xdist), one per core up to 4 (each test uses one math thread);
+# `make test TEST_WORKERS=0` runs them in this process, one after another.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 pytest: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
 
 export: install
 	$(BIN)/nbdev_export

@@ -8,7 +8,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-if "HYPERFORMER_RUNS" not in os.environ:  # one temporary runs root per test session (results/ lands beside it)
+# One temporary runs root per test process (results/ lands beside it). Under pytest-xdist each worker inherits the
+# controller's environment, so a root this file made is replaced by the worker's own: two workers running notebooks of
+# the same experiment must not train into, lock or reuse each other's run directories.
+if "HYPERFORMER_RUNS" not in os.environ or os.environ.get("HYPERFORMER_TEST_RUNS_OWNER") not in (None, str(os.getpid())):
     _session_dir = tempfile.mkdtemp(prefix="hyperformer-tests-")
     os.environ["HYPERFORMER_RUNS"] = os.path.join(_session_dir, "runs")
+    os.environ["HYPERFORMER_TEST_RUNS_OWNER"] = str(os.getpid())
     atexit.register(shutil.rmtree, _session_dir, True)
