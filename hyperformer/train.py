@@ -743,13 +743,15 @@ def prune_checkpoints(run_dir:str|Path, current:str|Path, keep:int=KEEP_CHECKPOI
 
 @contextmanager
 def interrupt_deferred():
-    "Hold Ctrl-C (SIGINT) until the block ends, then raise it: a checkpoint is never left half-written by a Ctrl-C."
+    "Hold Ctrl-C (SIGINT) until the block ends, then deliver it to the handler it would have reached; an ignored SIGINT stays ignored."
     if threading.current_thread() is not threading.main_thread(): yield; return  # signals reach the main thread only
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None): yield; return  # ignored (a background job), or a handler set outside Python
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try: yield
     finally: signal.signal(signal.SIGINT, previous)
-    if caught: raise KeyboardInterrupt
+    if caught: signal.raise_signal(signal.SIGINT)  # Python's default handler raises KeyboardInterrupt here
 
 @patch
 def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:

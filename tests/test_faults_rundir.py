@@ -209,11 +209,15 @@ def test_sigkill_at_several_moments_then_resume_matches_the_uninterrupted_run(tm
 
 def test_ctrl_c_exits_130_with_the_resume_command_and_a_second_process_is_refused(tmp_path, whole):
     run = tmp_path / "run"
-    proc = subprocess.Popen(CLI + FAULT_ARGS + ["--output-dir", str(run)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C at its default in the run: a test process started in the background (`cmd &`, some CI runners) ignores SIGINT,
+    # an ignored signal stays ignored across exec, and Python (like any Unix program) then leaves it ignored.
+    reset_sigint = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", reset_sigint] + CLI + FAULT_ARGS + ["--output-dir", str(run)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # exec keeps the pid the lock names
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not read_jsonl(run / "metrics.jsonl"): time.sleep(0.02)
-    # Freeze the run where it stands (one evaluation logged), so it cannot finish while this process tries its --resume
-    # (on a busy machine that took longer than the 12 steps left); the Ctrl-C is pending until it is let go.
+    # Freeze the run where it stands (one evaluation logged), so it cannot finish while this process tries its --resume;
+    # the Ctrl-C is pending until it is let go.
     proc.send_signal(signal.SIGSTOP)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     with pytest.raises(RunError, match=f"is in use by process {proc.pid} on "):  # a --resume beside the live run
@@ -221,7 +225,7 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_a_second_process_is_refuse
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert proc.returncode == 130, (proc.returncode, out[-1000:], err[-3000:])
     assert "Traceback" not in err and "hyperformer train: interrupted. Continue the run with:" in err, err[-3000:]
     command = err.strip().splitlines()[-1].strip()
     assert command == f"hyperformer train --config {shlex.quote(str(run / 'config.json'))} --resume --no-progress"
