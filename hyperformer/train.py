@@ -324,9 +324,12 @@ def decode_tokens(task:str, tokenizer, protocol:str="paper", # the task, the run
     check_choice("decode_length", decode_length, DECODE_LENGTHS)
     return generation_length(task, tokenizer, protocol) - (decode_length == "without-eos")
 
+def _process_group_open() -> bool:
+    "Whether this process belongs to an initialised torch.distributed process group."
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
 def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if _process_group_open(): return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
 @torch.no_grad()
@@ -451,7 +454,7 @@ RUN_ENTRIES = (RUN_MARKER, "config.json", "metrics.jsonl", "best", "checkpoints"
 
 def _rank_world() -> tuple[int, int]:
     "(rank, world size): from torch.distributed once initialised, else from torchrun's RANK / WORLD_SIZE."
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): return _dist()
+    if _process_group_open(): return _dist()
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -957,7 +960,7 @@ import atexit
 
 def release_process_group() -> bool:
     "Close the default torch.distributed process group if one is open; whether one was (a second call is a no-op)."
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return False
+    if not _process_group_open(): return False
     torch.distributed.destroy_process_group()
     return True
 
