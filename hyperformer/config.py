@@ -13,9 +13,10 @@ from transformers.activations import ACT2FN
 
 # %% auto #0
 __all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'STACK_HYPERNET_METHODS', 'SINGLE_TASK_METHODS', 'INIT_REGIMES',
-           'MAX_TASKS', 'MAX_SEED', 'ABLATIONS', 'check_choice', 'check_positive_int', 'positive_int_arg',
-           'check_task_count', 'check_positive_float', 'check_seed', 'field_type_error', 'check_field_types',
-           'AdapterConfig', 'ablation_config', 'atomic_write', 'atomic_write_text']
+           'MAX_TASKS', 'MAX_SEED', 'ABLATIONS', 'PRECISION_MODES', 'CPU_BF16_FLAGS', 'check_choice',
+           'check_positive_int', 'positive_int_arg', 'check_task_count', 'check_positive_float', 'check_seed',
+           'field_type_error', 'check_field_types', 'AdapterConfig', 'ablation_config', 'atomic_write',
+           'atomic_write_text', 'cpu_flags', 'cpu_has_bf16', 'resolve_precision']
 
 # %% ../nbs/00_config.ipynb #a67a14af
 METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++", "hyperformer-shared-layers")
@@ -263,3 +264,38 @@ def atomic_write(path:str|Path, # the file to (over)write
 def atomic_write_text(path:str|Path, text:str) -> Path:
     "Atomically write `text` (UTF-8) to `path`."
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+# %% ../nbs/00_config.ipynb #88b88227
+PRECISION_MODES = ("auto", "fp32", "bf16", "fp16")  # what a run may ask for; `auto` resolves to one of the others
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+
+def cpu_flags(cpuinfo:str|Path="/proc/cpuinfo") -> set[str]:
+    "The CPU's feature flags (the first `flags` line of /proc/cpuinfo; empty where there is none, e.g. macOS)."
+    try: text = Path(cpuinfo).read_text(errors="replace")
+    except OSError: return set()
+    line = next((l for l in text.splitlines() if l.split(":")[0].strip() in ("flags", "Features")), "")
+    return set(line.partition(":")[2].split())
+
+def cpu_has_bf16(flags:set[str]|None=None, # CPU flags (None: this machine's)
+                ) -> bool:
+    "Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); torch's own check where the flags are unreadable."
+    flags = cpu_flags() if flags is None else flags
+    if flags: return any(f in flags for f in CPU_BF16_FLAGS)
+    import torch
+    probe = getattr(getattr(torch._C, "_cpu", None), "_is_avx512_bf16_supported", None)
+    return bool(probe()) if probe else False
+
+def resolve_precision(precision:str, # one of PRECISION_MODES
+                      cuda:bool|None=None, # a CUDA GPU is used (None: torch.cuda.is_available())
+                      cuda_bf16:bool|None=None, # that GPU supports bf16 (None: ask torch)
+                      flags:set[str]|None=None, # CPU flags (None: this machine's)
+                     ) -> str:
+    "`precision`, with `auto` resolved: bf16 on a bf16-capable CUDA GPU, or on a CPU with native bf16 and no GPU; else fp32."
+    check_choice("precision", precision, PRECISION_MODES)
+    if precision != "auto": return precision
+    import torch
+    if cuda is None: cuda = torch.cuda.is_available()
+    if cuda:
+        if cuda_bf16 is None: cuda_bf16 = torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    return "bf16" if cpu_has_bf16(flags) else "fp32"
