@@ -564,7 +564,7 @@ def cross_attention_bias(table:nn.Embedding, # (buckets, heads)
     device = table.weight.device
     query = torch.arange(query_offset, query_offset + query_length, device=device)[:, None]
     relative = torch.arange(key_length, device=device)[None, :] - query
-    buckets = T5Attention._relative_position_bucket(relative, bidirectional=False, num_buckets=table.num_embeddings,
+    buckets = T5Attention._relative_position_bucket(relative, bidirectional=True, num_buckets=table.num_embeddings,
                                                     max_distance=RELEASED_MAX_DISTANCE)
     return table(buckets).permute(2, 0, 1).unsqueeze(0)
 
