@@ -23,11 +23,12 @@ from .config import check_choice, check_positive_float, check_positive_int
 from .tasks import TREC_FINE, TaskSpec, check_protocol, check_stsb_score, get_task
 
 # %% auto #0
-__all__ = ['FIELD_SIZE_LIMIT', 'SAMPLE_SPLITS', 'shared_data_dir', 'DataUnavailableError', 'MalformedRowError', 'task_features',
-           'local_file', 'read_local', 'load_task_split', 'sample_path', 'load_sample', 'split_indices',
-           'evaluation_rows', 'subsample', 'load_splits', 'preprocess', 'Seq2SeqCollator', 'generation_length',
-           'head_labels', 'head_num_labels', 'encode_task', 'EncoderCollator', 'temperature_probabilities',
-           'TemperatureSampler']
+__all__ = ['FIELD_SIZE_LIMIT', 'SAMPLE_SPLITS', 'TOKENIZED_CACHE_FORMAT', 'CACHE_OFF', 'tokenized_cache_stats', 'shared_data_dir',
+           'DataUnavailableError', 'MalformedRowError', 'task_features', 'local_file', 'read_local', 'load_task_split',
+           'sample_path', 'load_sample', 'split_indices', 'evaluation_rows', 'subsample', 'load_splits',
+           'tokenized_cache_dir', 'dataset_fingerprint', 'tokenizer_fingerprint', 'tokenized_key', 'cached_tokenize',
+           'preprocess', 'Seq2SeqCollator', 'generation_length', 'head_labels', 'head_num_labels', 'encode_task',
+           'EncoderCollator', 'temperature_probabilities', 'TemperatureSampler']
 
 # %% ../nbs/05_data.ipynb #7a3a72a8
 def shared_data_dir() -> Path|None:
@@ -452,6 +453,104 @@ def load_splits(task:str|TaskSpec, # task name or spec
         out["train"] = subsample(base, n_train, data_seed, stratified, task.label_column)
     return out
 
+# %% ../nbs/05_data.ipynb #cdb1a365
+import functools
+import hashlib
+import shutil
+import uuid
+from collections import Counter
+
+TOKENIZED_CACHE_FORMAT = 1  # bump when an entry's layout changes
+CACHE_OFF = ("off", "none", "0", "false")  # HYPERFORMER_CACHE values that turn the cache off
+tokenized_cache_stats = Counter()  # hits, misses and writes of this process (tests and curious users read it)
+
+def tokenized_cache_dir() -> Path|None:
+    "The tokenised-dataset cache: `$HYPERFORMER_CACHE` (`off`: None), else ~/.cache/hyperformer/tokenized."
+    env = os.environ.get("HYPERFORMER_CACHE", "").strip()
+    if env.lower() in CACHE_OFF: return None
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hyperformer" / "tokenized"
+
+def _sha256(*chunks:bytes) -> str:
+    digest = hashlib.sha256()
+    for c in chunks: digest.update(c)
+    return digest.hexdigest()
+
+def dataset_fingerprint(ds:datasets.Dataset) -> str:
+    "SHA-256 of the schema and values of the rows `ds` holds (a selection counts only its own rows)."
+    import pyarrow as pa
+    table = ds.with_format("arrow")[:].combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer: writer.write_table(table)
+    return _sha256(sink.getvalue().to_pybytes())
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    "SHA-256 of what a tokenizer does: class, serialised definition (or vocabulary), special tokens, limits."
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None: definition = sorted(tokenizer.get_vocab().items())
+    else:  # truncation and padding are the last call's arguments, which each call sets again: not part of the identity
+        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    extras = {"class": type(tokenizer).__name__, "special": tokenizer.special_tokens_map, "size": len(tokenizer),
+              "padding_side": tokenizer.padding_side, "truncation_side": tokenizer.truncation_side,
+              "added": sorted(str(t) for t in tokenizer.get_added_vocab())}
+    return _sha256(json.dumps(definition, sort_keys=True).encode(), json.dumps(extras, sort_keys=True, default=str).encode())
+
+@functools.lru_cache(maxsize=None)
+def _code_fingerprint() -> str:
+    "The source of the modules whose code turns rows into tokens, and the library versions."
+    from transformers import __version__ as transformers_version
+    package = Path(str(resources.files("hyperformer")))
+    sources = [(package / name).read_bytes() for name in ("data.py", "tasks.py") if (package / name).is_file()]
+    return _sha256(*sources, datasets.__version__.encode(), transformers_version.encode())
+
+def tokenized_key(ds:datasets.Dataset, # the rows to tokenise
+                  task:TaskSpec, # their task
+                  tokenizer, # the tokenizer
+                  settings:dict, # the encoding and its options (lengths, task id, prefix, protocol, ...)
+                 ) -> str:
+    "The cache entry name of tokenising `ds` with `tokenizer` under `settings`: `<task>-<hash>`."
+    parts = {"format": TOKENIZED_CACHE_FORMAT, "task": task.name, "rows": dataset_fingerprint(ds), "settings": settings,
+             "tokenizer": tokenizer_fingerprint(tokenizer), "code": _code_fingerprint()}
+    return f"{task.name}-{_sha256(json.dumps(parts, sort_keys=True, default=str).encode())[:24]}"
+
+def _load_entry(path:Path) -> datasets.Dataset|None:
+    try: return datasets.load_from_disk(str(path), keep_in_memory=True)
+    except Exception as e:  # a damaged entry (disk full, a file removed by hand): tokenise again and replace it
+        warnings.warn(f"ignoring the damaged tokenised-dataset cache entry {path} ({type(e).__name__}: {e})")
+        return None
+
+def _store_entry(out:datasets.Dataset, path:Path) -> None:
+    "Write `out` to a temporary folder beside `path`, then rename it into place (a concurrent writer may win)."
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        out.save_to_disk(str(tmp))
+        if path.exists(): shutil.rmtree(path, ignore_errors=True)  # only a damaged entry gets here
+        os.rename(tmp, path)
+        tokenized_cache_stats["writes"] += 1
+    except OSError: pass  # another process renamed its copy first, or the disk is full: the tokens in memory serve this run
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
+def cached_tokenize(ds:datasets.Dataset, # the rows to tokenise
+                    task:TaskSpec, # their task
+                    tokenizer, # the tokenizer `tokenize` uses
+                    settings:dict, # everything else `tokenize` depends on (part of the key)
+                    tokenize:Callable[[datasets.Dataset], datasets.Dataset], # does the work on a miss
+                    cache:bool|str|Path=True, # a folder, True for `tokenized_cache_dir()`, False for no cache
+                   ) -> datasets.Dataset:
+    "`tokenize(ds)`, read from the cache when an entry of the same rows, tokenizer, settings and code exists."
+    folder = tokenized_cache_dir() if cache is True else Path(cache) if cache else None
+    if folder is None: return tokenize(ds)
+    path = folder / tokenized_key(ds, task, tokenizer, settings)
+    if path.is_dir():
+        hit = _load_entry(path)
+        if hit is not None:
+            tokenized_cache_stats["hits"] += 1
+            return hit
+    tokenized_cache_stats["misses"] += 1
+    out = tokenize(ds)
+    folder.mkdir(parents=True, exist_ok=True)
+    _store_entry(out, path)
+    return out
+
 # %% ../nbs/05_data.ipynb #bbbaf14d
 def preprocess(ds:datasets.Dataset, # rows with the hub's columns of `task`
                task:str|TaskSpec, # task name or spec
@@ -462,6 +561,7 @@ def preprocess(ds:datasets.Dataset, # rows with the hub's columns of `task`
                stsb_rounding:float|None=None, # override the protocol's STS-B rounding step
                max_source_length:int=128, # truncate sources to this many tokens
                max_target_length:int=128, # truncate targets to this many tokens
+               cache:bool|str|Path=True, # tokenised-dataset cache: a folder, True for `tokenized_cache_dir()`, False for none
               ) -> datasets.Dataset:
     "Tokenised `ds`: columns `input_ids`, `labels`, `task_ids`."
     task = get_task(task)
@@ -471,7 +571,10 @@ def preprocess(ds:datasets.Dataset, # rows with the hub's columns of `task`
         src = tokenizer([s for s, _ in pairs], max_length=max_source_length, truncation=True)
         tgt = tokenizer(text_target=[t for _, t in pairs], max_length=max_target_length, truncation=True)
         return {"input_ids": src["input_ids"], "labels": tgt["input_ids"], "task_ids": [task_id] * len(rows)}
-    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenising {task.name}")
+    settings = dict(encoding="seq2seq", task_id=task_id, add_task_prefix=add_task_prefix, protocol=protocol,
+                    stsb_rounding=stsb_rounding, max_source_length=max_source_length, max_target_length=max_target_length)
+    tokenize = lambda d: d.map(encode, batched=True, remove_columns=d.column_names, desc=f"tokenising {task.name}")
+    return cached_tokenize(ds, task, tokenizer, settings, tokenize, cache)
 
 # %% ../nbs/05_data.ipynb #ef0a1e59
 class Seq2SeqCollator:
@@ -540,6 +643,7 @@ def encode_task(ds:datasets.Dataset, # rows with the hub's columns of `task`
                 task_id:int, # index of `task` in the run's task list
                 max_source_length:int=128, # truncate the (pair) encoding to this many tokens
                 protocol:str="paper", # label strings of `TaskSpec.target`
+                cache:bool|str|Path=True, # tokenised-dataset cache: a folder, True for `tokenized_cache_dir()`, False for none
                ) -> datasets.Dataset:
     "Encoder inputs of `ds`: `input_ids` (and `token_type_ids` when the tokenizer makes them), float `labels`, `task_ids`."
     task = get_task(task)
@@ -555,7 +659,9 @@ def encode_task(ds:datasets.Dataset, # rows with the hub's columns of `task`
         out = {"input_ids": enc["input_ids"], "labels": [label(r) for r in rows], "task_ids": [task_id] * len(rows)}
         if "token_type_ids" in enc: out["token_type_ids"] = enc["token_type_ids"]
         return out
-    return ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenising {task.name}")
+    settings = dict(encoding="encoder", task_id=task_id, max_source_length=max_source_length, protocol=protocol)
+    tokenize = lambda d: d.map(encode, batched=True, remove_columns=d.column_names, desc=f"tokenising {task.name}")
+    return cached_tokenize(ds, task, tokenizer, settings, tokenize, cache)
 
 class EncoderCollator:
     "Pads `input_ids` (pad id) and `token_type_ids` (0) to the longest row of the batch; float `labels`, int64 `task_ids`."
@@ -584,7 +690,6 @@ class EncoderCollator:
         if "labels" in features[0]: batch["labels"] = torch.tensor([float(f["labels"]) for f in features], dtype=torch.float32)
         batch["task_ids"] = torch.tensor([int(f["task_ids"]) for f in features], dtype=torch.long)
         return batch
-
 
 # %% ../nbs/05_data.ipynb #e5ac40cd
 def temperature_probabilities(sizes:Sequence[int], # training-set size of each task
