@@ -39,15 +39,16 @@ from .metrics import METRICS, postprocess_texts
 # %% auto #0
 __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
            'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
-           'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig', 'make_config',
-           'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model', 'make_collator',
-           'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions', 'evaluate_tasks',
-           'head_predictions', 'head_metrics', 'write_json', 'append_jsonl', 'read_jsonl', 'replace_dir',
-           'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir', 'RunLock',
-           'HyperFormerTrainer', 'write_predictions', 'write_checkpoint_manifest', 'checkpoint_problem',
-           'usable_checkpoint', 'prune_checkpoints', 'interrupt_deferred', 'prepare_resume', 'fewshot_copies',
-           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'release_process_group',
-           'release_process_group_at_exit', 'Transformers351AdamW', 'train', 'evaluate_run']
+           'TRAIN_LOSS_FILE', 'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig',
+           'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model',
+           'make_collator', 'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions',
+           'evaluate_tasks', 'head_predictions', 'head_metrics', 'write_json', 'append_jsonl', 'read_jsonl',
+           'replace_dir', 'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir',
+           'RunLock', 'HyperFormerTrainer', 'checkpoint_loss_sum', 'write_predictions', 'run_identity',
+           'write_checkpoint_manifest', 'checkpoint_problem', 'usable_checkpoint', 'prune_checkpoints',
+           'interrupt_deferred', 'disk_full_error', 'best_dir_problem', 'prepare_resume', 'fewshot_copies',
+           'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'run_status',
+           'release_process_group', 'release_process_group_at_exit', 'Transformers351AdamW', 'train', 'evaluate_run']
 
 # %% ../nbs/07_train.ipynb #a6af69f6
 CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
@@ -233,7 +234,7 @@ def read_run_config(run_dir:str|Path) -> ExperimentConfig:
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise ValueError(f"{path} lacks the key 'config' (the resolved experiment config written by `hyperformer train`)")
-    try: return ExperimentConfig.from_dict(saved["config"])
+    try: return ExperimentConfig.from_dict({**saved["config"], "output_dir": str(run_dir)})  # where the run is now (it may have moved)
     except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 def model_tasks(config:ExperimentConfig) -> tuple[str, ...]:
@@ -428,12 +429,24 @@ def read_jsonl(path:str|Path) -> list[dict]:
         except json.JSONDecodeError: pass
     return out
 
+from contextlib import contextmanager
+
+@contextmanager
+def _saving(target:Path, remove:bool=True):
+    "Writing the folder `target`: on failure name it on the error and remove what was half-written (when `remove`)."
+    try: yield
+    except BaseException as e:
+        if remove: shutil.rmtree(target, ignore_errors=True)
+        try: e.writing = getattr(e, "writing", None) or str(target)
+        except AttributeError: pass
+        raise
+
 def replace_dir(build:callable, target:str|Path) -> Path:
     "Build a folder with `build(tmp_dir)` beside `target`, then swap it in by renames."
     target = Path(target)
     tmp, old = target.with_name(f".{target.name}.tmp-{os.getpid()}"), target.with_name(f".{target.name}.old")
     shutil.rmtree(tmp, ignore_errors=True); shutil.rmtree(old, ignore_errors=True)
-    build(tmp)
+    with _saving(tmp): build(tmp)  # a failed build (a full disk) leaves no temporary folder behind
     if target.exists(): target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
@@ -514,10 +527,30 @@ def clear_run_dir(run:str|Path) -> list[str]:
     return kept
 
 # %% ../nbs/07_train.ipynb #c0062b42
+import errno
+import stat
+
 def _lock_holder(fd:int) -> dict:
     "The JSON the lock holder wrote into the lock file ({} when empty or unreadable)."
-    try: return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    try: holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError): return {}
+    return holder if isinstance(holder, dict) else {}
+
+def _open_lock_file(path:Path) -> int:
+    "Open (or create) a lock file for writing: never through a symbolic link, never a special or hard-linked file."
+    try: fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP or path.is_symlink():
+            raise RunError(f"{path} is a symbolic link (to {os.readlink(path)}); the lock never writes through one. Remove the "
+                           "link, or choose another --output-dir") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        kind = "not a regular file" if not stat.S_ISREG(info.st_mode) else f"a file with {info.st_nlink} hard links"
+        raise RunError(f"{path} is {kind}; the lock writes only into a file of its own. Move it out of {path.parent}, "
+                       "or choose another --output-dir")
+    return fd
 
 class RunLock:
     "Exclusive lock of one process on a run directory; the OS releases it when the process dies."
@@ -527,7 +560,7 @@ class RunLock:
         self.run.mkdir(parents=True, exist_ok=True)
         path = self.run / RUN_LOCK
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock_file(path)
             try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _lock_holder(fd); os.close(fd)
@@ -541,9 +574,13 @@ class RunLock:
             if same: break
             os.close(fd)  # the holder released (and removed) the file between our open and lock: try again
         stale = _lock_holder(fd)
+        if os.fstat(fd).st_size and not stale.get("pid"):
+            os.close(fd)
+            raise RunError(f"{path} holds something that is not a hyperformer lock; it is left as it is. Move it out of "
+                           f"{self.run}, or choose another --output-dir")
         if stale.get("pid"):
             print(f"[lock] {self.run}: taking over the lock of process {stale['pid']} on {stale.get('host', '?')}, "
-                  "which stopped without releasing it (killed or crashed)", flush=True)
+                  "which stopped without releasing it (killed, e.g. for lack of memory, or crashed)", flush=True)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}).encode(), 0)
         self.fd = fd
@@ -568,6 +605,7 @@ class HyperFormerTrainer(Seq2SeqTrainer):
         best = self.run_dir / "best" / "best.json"
         self.best = json.loads(best.read_text()) if best.is_file() else None
         self.train_sampler, self._had_grad = None, set()
+        self.loss_before = 0.0  # summed training loss of the steps before a resumed checkpoint (`checkpoint_loss_sum`)
 
     def get_train_dataloader(self) -> DataLoader:
         e = self.experiment
@@ -641,9 +679,28 @@ class HyperFormerTrainer(Seq2SeqTrainer):
         output_dir = Path(output_dir or self.args.output_dir)
         self.accelerator.unwrap_model(self.model).save_adapter(output_dir, base_name_or_path=_backbone_config(self.experiment).model)
         if self.train_sampler is not None: write_json(output_dir / "sampler_state.json", self.train_sampler.state_dict())
+        write_json(output_dir / TRAIN_LOSS_FILE, {"step": self.state.global_step, "loss_sum": self.loss_sum()})
+
+    def loss_sum(self) -> float:
+        "The training loss summed over steps 1..now (each step's loss as the Trainer averages it), across resumes."
+        pending = getattr(self, "_tr_loss", None)
+        return self.loss_before + getattr(self, "_total_loss_scalar", 0.0) + (pending.item() if pending is not None else 0.0)
 
     def _load_from_checkpoint(self, resume_from_checkpoint:str, model=None):
         (model or self.accelerator.unwrap_model(self.model)).load_adapter(resume_from_checkpoint)
+
+TRAIN_LOSS_FILE = "train_loss.json"  # in each checkpoint: the summed loss so far, so `train_loss` spans a resumed run
+
+def checkpoint_loss_sum(folder:str|Path) -> float:
+    "The summed training loss of steps 1..N a checkpoint records (older checkpoints: rebuilt from the Trainer's logged losses)."
+    folder = Path(folder)
+    try: return float(json.loads((folder / TRAIN_LOSS_FILE).read_text())["loss_sum"])
+    except (OSError, ValueError, KeyError, TypeError): pass
+    history = json.loads((folder / "trainer_state.json").read_text()).get("log_history", [])
+    total, last = 0.0, 0
+    for entry in history:
+        if "loss" in entry: total, last = total + entry["loss"] * (entry["step"] - last), entry["step"]
+    return total + (total / last if last else 0.0) * (_checkpoint_step(folder) - last)  # an unlogged tail at the logged mean
 
 def write_predictions(folder:Path, split:str, predictions:dict) -> None:
     "One JSON-lines file per task: prediction and target of every row."
@@ -677,13 +734,30 @@ def _checkpoints(run_dir:str|Path) -> list[Path]:
     found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return sorted(found, key=_checkpoint_step, reverse=True)
 
-def write_checkpoint_manifest(folder:str|Path, world_size:int=1) -> Path:
-    "List every file of a finished checkpoint with its size and SHA-256; written last, it marks the checkpoint complete."
+def run_identity(config:ExperimentConfig) -> dict:
+    "What makes a run this run wherever its folder lies: a digest of its config (output_dir aside) and the code's fingerprint."
+    fields = {k: v for k, v in config.to_dict().items() if k != "output_dir"}
+    return {"config": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16], "code": code_identity()["fingerprint"]}
+
+def write_checkpoint_manifest(folder:str|Path, world_size:int=1, # a checkpoint folder; processes that saved it
+                              run:dict|None=None, # `run_identity` of the run it belongs to
+                             ) -> Path:
+    "List every file of a finished checkpoint with its size and SHA-256, and whose run it is; written last, it marks the checkpoint complete."
     folder = Path(folder)
     files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(folder.iterdir())
              if p.is_file() and p.name != CHECKPOINT_MANIFEST and not p.name.startswith(".")}
     return write_json(folder / CHECKPOINT_MANIFEST, {"format": "hyperformer-checkpoint", "step": _checkpoint_step(folder),
-                                                     "world_size": world_size, "files": files, "written": _now()})
+                                                     "world_size": world_size, "run": run, "files": files, "written": _now()})
+
+def _checkpoint_run(folder:Path) -> dict|None:
+    "The run identity a checkpoint's manifest records (None: no manifest, or one written before identities were recorded)."
+    try: return json.loads((folder / CHECKPOINT_MANIFEST).read_text()).get("run")
+    except (OSError, ValueError, AttributeError): return None
+
+def _foreign(folder:Path, run:dict|None) -> bool:
+    "Whether `folder` is a checkpoint of another run than `run` (by its config digest)."
+    saved = _checkpoint_run(folder)
+    return run is not None and isinstance(saved, dict) and saved.get("config") != run["config"]
 
 def _required_files(world_size:int) -> list[str]:
     rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{i}.pth" for i in range(world_size)]
@@ -695,14 +769,19 @@ def _nonfinite(obj, prefix:str="") -> list[str]:
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
     return [n for k, v in items for n in _nonfinite(v, f"{prefix}.{k}" if prefix else str(k))]
 
-def checkpoint_problem(folder:str|Path, world_size:int=1) -> str|None:
-    "Why a checkpoint cannot be resumed from, or None when it is complete, matches its manifest, loads and is finite."
+def checkpoint_problem(folder:str|Path, world_size:int=1, # a checkpoint folder; processes of the job resuming it
+                       run:dict|None=None, # `run_identity` of the run resuming it (None: any run's)
+                      ) -> str|None:
+    "Why a checkpoint cannot be resumed from, or None when it is this run's, complete, matches its manifest, loads and is finite."
     from safetensors.torch import load_file
     from transformers.trainer_pt_utils import safe_globals
     folder = Path(folder)
     try: manifest = json.loads((folder / CHECKPOINT_MANIFEST).read_text()); files, saved_world = dict(manifest["files"]), int(manifest["world_size"])
     except FileNotFoundError: return f"it has no {CHECKPOINT_MANIFEST} (written last), so its save did not finish (or a hyperformer older than the manifest wrote it)"
     except (OSError, ValueError, KeyError, TypeError) as e: return f"its {CHECKPOINT_MANIFEST} is unreadable ({e})"
+    if _foreign(folder, run):
+        return (f"it belongs to another run (config digest {manifest['run'].get('config')}, this run's {run['config']}): "
+                "copied in, or left by other settings; it is left as it is")
     if saved_world != world_size:
         return f"it was saved by {saved_world} processes and this run has {world_size}: the RNG states cannot be restored; resume with {saved_world}"
     for name in _required_files(saved_world):
@@ -727,22 +806,27 @@ def checkpoint_problem(folder:str|Path, world_size:int=1) -> str|None:
     if step != _checkpoint_step(folder): return f"trainer_state.json says step {step}, the folder step {_checkpoint_step(folder)}"
     return None
 
-def usable_checkpoint(run_dir:str|Path, world_size:int=1) -> tuple[Path|None, list[tuple[Path, str]]]:
+def usable_checkpoint(run_dir:str|Path, world_size:int=1, run:dict|None=None) -> tuple[Path|None, list[tuple[Path, str]]]:
     "The newest checkpoint of `run_dir` that `checkpoint_problem` accepts, and the newer ones passed over with the reason."
     skipped = []
     for folder in _checkpoints(run_dir):
-        why = checkpoint_problem(folder, world_size)
+        why = checkpoint_problem(folder, world_size, run)
         if why is None: return folder, skipped
         skipped.append((folder, why))
     return None, skipped
 
-def prune_checkpoints(run_dir:str|Path, current:str|Path, keep:int=KEEP_CHECKPOINTS) -> None:
-    "After `current` is complete: keep it and the newest older complete ones (`keep` in all); delete the rest."
+def prune_checkpoints(run_dir:str|Path, current:str|Path, keep:int=KEEP_CHECKPOINTS, # the run; its newest checkpoint
+                      best_step:int|None=None, # the best evaluation's step: its checkpoint is kept too, so best/ can be rebuilt
+                      run:dict|None=None, # `run_identity` of this run: other runs' checkpoints are left alone
+                     ) -> None:
+    "After `current` is complete: keep it, the newest older complete ones (`keep` in all) and the best step's; delete the rest of this run's."
     current, kept = Path(current), 0
     for folder in _checkpoints(run_dir):
+        if _foreign(folder, run): continue
         newer = _checkpoint_step(folder) > _checkpoint_step(current)  # left by a run that was resumed from before it
-        if not newer and (folder / CHECKPOINT_MANIFEST).is_file() and kept < keep: kept += 1
-        else: shutil.rmtree(folder, ignore_errors=True)
+        complete = (folder / CHECKPOINT_MANIFEST).is_file()
+        if not newer and complete and kept < keep: kept += 1
+        elif not (complete and _checkpoint_step(folder) == best_step): shutil.rmtree(folder, ignore_errors=True)
 
 @contextmanager
 def interrupt_deferred():
@@ -756,18 +840,48 @@ def interrupt_deferred():
     finally: signal.signal(signal.SIGINT, previous)
     if caught: signal.raise_signal(signal.SIGINT)  # Python's default handler raises KeyboardInterrupt here
 
+import errno
+
+def _disk_full(error:BaseException, where:Path) -> bool:
+    "Whether `error` says the disk is full: ENOSPC / EDQUOT, or torch's stream writer failing while almost no space is left."
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT): return True
+    text = str(error)
+    if "No space left on device" in text or "Disk quota exceeded" in text: return True
+    if "file write failed" in text or "unexpected pos" in text:
+        try: return shutil.disk_usage(where).free < 64 << 20
+        except OSError: return False
+    return False
+
+def disk_full_error(run:Path, error:BaseException) -> RunError:
+    "The message of a full disk: what was being written, how to look, and the command that continues the run."
+    writing = getattr(error, "writing", None) or getattr(error, "filename", None) or f"a file under {run}"
+    return RunError(f"the disk holding {run} is full: writing {writing} failed ({type(error).__name__}: {str(error)[:300]}). "
+                    f"Free some space there (df -h {run}), then continue the run with: "
+                    f"hyperformer train --config {run / 'config.json'} --resume")
+
 @patch
 def _save_checkpoint(self:HyperFormerTrainer, model, trial) -> None:
     "The Trainer's checkpoint, then (every rank done) its manifest, written last, then pruning; Ctrl-C waits for the end."
     folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-    with interrupt_deferred():
-        if self.is_world_process_zero(): (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
+    identity = run_identity(self.experiment)
+    with interrupt_deferred(), _saving(folder, remove=self.is_world_process_zero()):
+        if self.is_world_process_zero():
+            if _foreign(folder, identity): _set_aside(folder)
+            (folder / CHECKPOINT_MANIFEST).unlink(missing_ok=True)  # rewriting a step: incomplete until done
         super(HyperFormerTrainer, self)._save_checkpoint(model, trial)
         _fault("save", self.state.global_step)
         self.accelerator.wait_for_everyone()
         if self.is_world_process_zero():
-            write_checkpoint_manifest(folder, self.args.world_size)
-            prune_checkpoints(self.run_dir, folder)
+            write_checkpoint_manifest(folder, self.args.world_size, identity)
+            prune_checkpoints(self.run_dir, folder, best_step=self.best["step"] if self.best else None, run=identity)
+
+def _set_aside(folder:Path) -> Path:
+    "Rename another run's checkpoint out of the way of this run's save of the same step (kept, no longer a checkpoint)."
+    n, target = 0, folder.with_name(f"{folder.name}.other-run")
+    while target.exists(): n += 1; target = folder.with_name(f"{folder.name}.other-run-{n}")
+    folder.rename(target)
+    print(f"[checkpoint] {folder.name} belongs to another run: moved to {target.name} (left as it was)", flush=True)
+    return target
 
 
 class _FaultCallback(TrainerCallback):
@@ -787,11 +901,26 @@ def _best_step(folder:Path) -> int|None:
     try: return int(json.loads((folder / "best.json").read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError): return None
 
+def best_dir_problem(folder:Path) -> str|None:
+    "Why `folder` (a run's best/) is torn: a file missing, adapter weights that do not load, an unreadable config; None when whole."
+    from safetensors import safe_open
+    for name in ("best.json", "adapter_config.json", ADAPTER_WEIGHTS_NAME):
+        if not (folder / name).is_file(): return f"{name} is missing"
+    try: json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError) as e: return f"adapter_config.json is unreadable ({e})"
+    try:
+        with safe_open(str(folder / ADAPTER_WEIGHTS_NAME), "pt") as f:
+            for key in f.keys(): f.get_tensor(key)
+    except Exception as e: return f"{ADAPTER_WEIGHTS_NAME} does not load ({type(e).__name__}: {str(e)[:120]})"
+    return None
+
 def _restore_best_dir(run:Path, best:dict|None, done:int, world_size:int=1) -> None:
-    "Make run/best hold the best adapter of the kept evaluations, or refuse when no copy of it remains."
+    "Make run/best hold the best adapter of the kept evaluations (rebuilt from its checkpoint when missing or torn), or refuse when no copy remains."
     target = run / "best"
     if best is None: shutil.rmtree(target, ignore_errors=True); return  # any best/ is from a step that will be redone
-    held = _best_step(target)
+    torn = best_dir_problem(target) if target.is_dir() else None
+    held = _best_step(target) if torn is None else None
+    if torn: print(f"[resume] {target} is torn ({torn}); rebuilding it", flush=True)
     if held == best["step"] or (held is not None and held > done): return  # consistent, or a step that is redone identically
     if _best_step(run / ".best.old") == best["step"]:  # killed in the middle of swapping best/ in
         shutil.rmtree(target, ignore_errors=True); (run / ".best.old").rename(target)
@@ -804,20 +933,24 @@ def _restore_best_dir(run:Path, best:dict|None, done:int, world_size:int=1) -> N
             write_json(Path(tmp) / "best.json", best)
         replace_dir(build, target)
         print(f"[resume] rebuilt {target} (step {best['step']}) from {source}", flush=True); return
+    state = f"is torn ({torn})" if torn else f"holds step {held}" if held is not None else "is missing"
     raise RunError(f"the best evaluation so far (step {best['step']}, avg_flat {best['avg_flat']:.2f}) has no adapter: {target} "
-                   f"{'holds step ' + str(held) if held is not None else 'is missing'} and no checkpoint of step {best['step']} is left, "
-                   f"so resuming would forget it. Put that adapter back in {target}, or pass --overwrite to train the run again from step 0")
+                   f"{state} and no checkpoint of step {best['step']} is left, so resuming would forget it. Put that adapter back "
+                   f"in {target}; or, to continue without it, delete the line of step {best['step']} from {run / 'metrics.jsonl'} "
+                   "(the selection then ignores that evaluation) and pass --resume again")
 
 def prepare_resume(run:str|Path, world_size:int=1, # the run directory; processes of this job
                    write:bool=True, # rank 0: report, trim metrics.jsonl, repair best/; other ranks only read
+                   identity:dict|None=None, # `run_identity` of the run: checkpoints of other runs are passed over
                   ) -> tuple[Path|None, dict|None]:
-    "`(checkpoint to resume from, best evaluation record so far)` of an unfinished run; refuses when none can be used."
+    "`(checkpoint to resume from, best evaluation record so far)` of an unfinished run; refuses when none of its own can be used."
     run = Path(run)
-    checkpoint, skipped = usable_checkpoint(run, world_size)
+    checkpoint, skipped = usable_checkpoint(run, world_size, identity)
     say = (lambda m: print(m, flush=True)) if write else (lambda m: None)
     for folder, why in skipped: say(f"[resume] skipping {folder.name}: {why}")
-    if checkpoint is None and skipped:
-        raise RunError(f"{run} has no usable checkpoint ({'; '.join(f'{f.name}: {w}' for f, w in skipped)}). To train this run "
+    own = [(f, w) for f, w in skipped if not _foreign(f, identity)]
+    if checkpoint is None and own:
+        raise RunError(f"{run} has no usable checkpoint ({'; '.join(f'{f.name}: {w}' for f, w in own)}). To train this run "
                        f"again from step 0 pass --overwrite instead of --resume (it replaces the run's metrics and best/)")
     done = _checkpoint_step(checkpoint) if checkpoint else 0
     log = read_jsonl(run / "metrics.jsonl")
@@ -931,15 +1064,23 @@ def _saved_code(run:Path) -> dict|None:
     try: return json.loads((run / "config.json").read_text()).get("code")
     except (OSError, ValueError, AttributeError): return None
 
-def _run_status(config:ExperimentConfig) -> str:
-    "empty | finished | unfinished (same config) | different | stale (same config, made by other code)."
+def _placeless(fields:dict) -> dict:
+    "A config's fields without its folder: a run moved elsewhere is the same run."
+    return {k: v for k, v in fields.items() if k != "output_dir"}
+
+def run_status(config:ExperimentConfig) -> str:
+    "empty | finished | unfinished (same config) | different | stale (same config, made by other code) | unconfigured (a run with progress and no config.json)."
     run = Path(config.output_dir)
-    if not (run / "config.json").is_file(): return "empty" if _is_blank(run) else "different"
+    if not (run / "config.json").is_file():
+        if _is_blank(run): return "empty"
+        return "unconfigured" if is_run_dir(run) and _has_progress(run) else "different"
     try: saved = json.loads((run / "config.json").read_text())["config"]
     except (ValueError, KeyError, TypeError): return "different"  # another program's config.json (a model folder, ...)
-    if saved != config.to_dict(): return "different"
+    if not isinstance(saved, dict) or _placeless(saved) != _placeless(config.to_dict()): return "different"
     if _saved_code(run) != code_identity(): return "stale"
     return "finished" if (run / "result.json").is_file() else "unfinished"
+
+_run_status = run_status  # the name the experiments module used before it was public
 
 def _refuse_stale(run:Path) -> RunError:
     made, now = _saved_code(run) or {"version": "unknown", "fingerprint": "none recorded"}, code_identity()
@@ -951,9 +1092,29 @@ def _refuse_different(config:ExperimentConfig) -> RunError:
     run = Path(config.output_dir)
     try:
         saved = json.loads((run / "config.json").read_text())["config"]
-        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if saved.get(k) != v)
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in _placeless(config.to_dict()).items() if saved.get(k) != v)
     except (OSError, ValueError, KeyError): diff = "it is not a run directory"
-    return RunError(f"{run} holds a different run ({diff}); pass --overwrite to replace it or choose another --output-dir")
+    return RunError(f"{run} holds a different run ({diff}); choose another --output-dir, or pass --overwrite to delete that run "
+                    "and train this one in its place")
+
+def _abandoned(run:Path) -> bool:
+    "A run of this package that stopped before its first checkpoint or evaluation (killed while loading, e.g. for memory)."
+    return is_run_dir(run) and not _has_progress(run) and not (run / "result.json").exists()
+
+def _check_unconfigured(config:ExperimentConfig, resume:bool) -> None:
+    "A run whose config.json is gone continues only with `resume` and settings its checkpoints confirm; otherwise a `RunError` saying how."
+    run, identity = Path(config.output_dir), run_identity(config)
+    recorded = sorted({(_checkpoint_run(f) or {}).get("config") for f in _checkpoints(run)} - {None})
+    if identity["config"] in recorded or (resume and not recorded):
+        whose = (f"its checkpoints belong to these settings (config digest {identity['config']})" if recorded else
+                 "its checkpoints record no settings (written by an older hyperformer), so the settings given are trusted")
+        if resume: print(f"[resume] {run} has no config.json; {whose}: writing it again", flush=True); return
+        raise RunError(f"{run} is a hyperformer run whose config.json is missing; its checkpoints belong to these settings: "
+                       "pass --resume to continue it (config.json is written again)")
+    raise RunError(f"{run} is a hyperformer run whose config.json is missing, and its checkpoints do not confirm these settings "
+                   f"(their config digests: {', '.join(recorded) or 'none recorded'}; these settings: {identity['config']}). Continue it "
+                   "with --resume and the settings it was started with (the same flags or --config file), or choose another "
+                   "--output-dir (--overwrite would delete its checkpoints)")
 
 # %% ../nbs/07_train.ipynb #31423bc7
 import atexit
@@ -1030,10 +1191,16 @@ def train(config:ExperimentConfig, # the resolved experiment
         status = "finished" if (run / "result.json").is_file() else "unfinished"
     if status == "stale" and not overwrite: raise _refuse_stale(run)
     if status == "finished" and not overwrite: return _reuse(run)
-    if status == "different" and not overwrite: raise _refuse_different(config)
+    if status == "unconfigured" and not overwrite: _check_unconfigured(config, resume)
+    if status == "different" and not overwrite:
+        if not _abandoned(run): raise _refuse_different(config)
+        print(f"[replace] {run} held a run of other settings that stopped before its first checkpoint or evaluation (killed, "
+              "e.g. for lack of memory, or crashed; nothing of it is lost): training this one in its place", flush=True)
+        overwrite = True
     restart = status == "unfinished" and not (resume or overwrite)
     if restart and _has_progress(run):
-        raise RunError(f"{run} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start again")
+        raise RunError(f"{run} holds an unfinished run of this config; pass --resume to continue it (or --overwrite to delete "
+                       "its checkpoints and start again)")
     if overwrite: check_overwrite(run)
     rank, world = _rank_world()
     created = not run.exists()
@@ -1043,8 +1210,11 @@ def train(config:ExperimentConfig, # the resolved experiment
             return _reuse(run)  # finished while we waited for the lock
         if restart and rank == 0:
             print(f"[restart] {run} holds this config but no checkpoint or evaluation (an earlier process stopped before its "
-                  "first checkpoint); training it from step 0", flush=True)
-        return _train_locked(config, resume or restart, overwrite, progress, callbacks, rank, world)
+                  "first checkpoint: killed, e.g. for lack of memory (then lower --batch-size), or crashed); training it from step 0", flush=True)
+        return _train_locked(config, resume or restart or status == "unconfigured", overwrite, progress, callbacks, rank, world)
+    except Exception as e:
+        if isinstance(e, RunError) or not _disk_full(e, run): raise
+        raise disk_full_error(run, e) from e
     finally:
         if lock is not None:
             lock.release()
@@ -1067,12 +1237,14 @@ def _train_locked(config, resume, overwrite, progress, callbacks, rank, world) -
             kept = clear_run_dir(run)
             print(f"[overwrite] replaced the run in {run}" + (f"; kept {kept} (not written by hyperformer)" if kept else ""), flush=True)
         if not (run / RUN_MARKER).is_file(): write_run_marker(run)
+        _follow_move(run, config)
         if not (run / "config.json").is_file():
             write_json(run / "config.json", {"config": config.to_dict(), "model_tasks": list(model_tasks(config)), "fewshot_copies": copies,
                                              "seeds": {"model": config.seed, "data": config.data_seed, "sampler": config.sampler_seed},
                                              "hyperformer_version": hyperformer.__version__, "code": code_identity()})
         _fault("config")
-    checkpoint, best = prepare_resume(run, world, write=rank == 0) if resume else (None, None)
+    checkpoint, best = prepare_resume(run, world, write=rank == 0, identity=run_identity(config)) if resume else (None, None)
+    done = _checkpoint_step(checkpoint) if checkpoint else 0
     train_sets = [data[t]["train"] for t in config.tasks]
     callbacks = list(callbacks or []) + ([_FaultCallback()] if os.environ.get("HYPERFORMER_FAULT") else [])
     trainer = HyperFormerTrainer(model=model, args=_training_arguments(config, progress), train_dataset=concatenate_datasets(train_sets),
@@ -1080,20 +1252,39 @@ def _train_locked(config, resume, overwrite, progress, callbacks, rank, world) -
                                  experiment=config, tokenizer=tokenizer, eval_sets=data, train_sizes=[len(s) for s in train_sets],
                                  callbacks=callbacks)
     trainer.best = best  # the selection so far comes from metrics.jsonl, not from whatever best/ holds
+    trainer.loss_before = checkpoint_loss_sum(checkpoint) if checkpoint else 0.0
     if not progress: trainer.remove_callback(PrinterCallback)  # the [eval] summary lines say what matters
     start = time.time()
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if config.max_steps % config.eval_steps: trainer.evaluate()  # the final weights take part in the selection too
-    return _finish(config, model, tokenizer, data, trainer.best, output.metrics, time.time() - start)
+    if done < config.max_steps:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        session = output.metrics["train_loss"]
+        evaluated = config.max_steps % config.eval_steps == 0  # the Trainer evaluates at multiples of eval_steps only
+    else:  # every step done (killed after the last checkpoint, or while scoring test): finish, never train on
+        if rank == 0: print(f"[resume] {checkpoint.name} is the last step (max_steps {config.max_steps}): nothing left to train; finishing the run", flush=True)
+        trainer._load_from_checkpoint(str(checkpoint)); trainer.state.global_step = done
+        session, evaluated = 0.0, any(r.get("step") == done for r in read_jsonl(run / "metrics.jsonl"))
+    if not evaluated: trainer.evaluate()  # the final weights take part in the selection too
+    train_loss = session if done == 0 else (trainer.loss_before + session * (config.max_steps - done)) / config.max_steps
+    return _finish(config, model, tokenizer, data, trainer.best, train_loss, time.time() - start)
 
-def _finish(config, model, tokenizer, data, best, train_metrics, seconds) -> dict:
+def _follow_move(run:Path, config:ExperimentConfig) -> None:
+    "A run found in another folder than its config.json names (moved or copied): record where it is now."
+    try: saved = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError): return
+    before = saved.get("config", {}).get("output_dir") if isinstance(saved, dict) else None
+    if before is None or before == config.output_dir: return
+    saved["config"]["output_dir"] = config.output_dir
+    write_json(run / "config.json", saved)
+    print(f"[moved] {run} was made in {before}; its config.json now names this folder", flush=True)
+
+def _finish(config, model, tokenizer, data, best, train_loss, seconds) -> dict:
     "Test evaluation of the best checkpoint, then result.json (written last)."
     run = Path(config.output_dir)
     model.load_adapter(run / "best")
     test, predictions = evaluate_tasks(model, tokenizer, {t: data[t]["test"] for t in config.eval_tasks}, config.split_protocol, config.eval_batch_size, config.decode_length)
     rank, _ = _dist()
     result = {"profile": config.profile, "method": config.method, "best_step": best["step"], "validation": best, "test": test,
-              "train_loss": train_metrics.get("train_loss"), "train_seconds": round(seconds, 2), "steps": config.max_steps}
+              "train_loss": train_loss, "train_seconds": round(seconds, 2), "steps": config.max_steps}
     if rank == 0:
         write_predictions(run / "predictions", "test", predictions)
         write_json(run / "test_metrics.json", {"step": best["step"], "split": "test", "profile": config.profile, **test})
