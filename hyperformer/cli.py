@@ -18,7 +18,8 @@ from .model import ENCODER_ARCHITECTURES, T5_ARCHITECTURES, parameter_report
 # %% auto #0
 __all__ = ['FIELD_CHOICES', 'add_params_parser', 'label_counts_arg', 'run_params', 'add_train_parser', 'read_config_file',
            'config_from_args', 'resume_command', 'run_train', 'add_eval_parser', 'run_eval', 'profile_in_argv',
-           'document_train_flags', 'default_threads', 'set_threads', 'reporting_callbacks', 'build_parser', 'main']
+           'document_train_flags', 'usable_cores', 'default_threads', 'set_threads', 'reporting_callbacks',
+           'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #22189349
 def add_params_parser(subparsers) -> None:
@@ -93,7 +94,8 @@ def read_config_file(path:str|Path) -> dict:
     except FileNotFoundError: raise FileNotFoundError(f"{where}: no such file") from None
     except UnicodeDecodeError: raise ValueError(f"{where} is not UTF-8 text") from None
     except json.JSONDecodeError as e: raise ValueError(f"{where} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    if isinstance(values, dict) and isinstance(values.get("config"), dict): values = values["config"]  # a run's config.json works too
+    if isinstance(values, dict) and isinstance(values.get("config"), dict):  # a run's config.json works too: the run is where it lies
+        values = {**values["config"], "output_dir": str(Path(path).parent)}
     check_field_types(ExperimentConfig, values, where)
     unknown = set(values) - {f.name for f in dataclasses.fields(ExperimentConfig)}
     if unknown: raise ValueError(f"{where}: unknown experiment config fields {sorted(unknown)}; see `hyperformer train --help`")
@@ -191,11 +193,15 @@ def document_train_flags(train_parser:argparse.ArgumentParser, # the `train` sub
         action.help = f"{doc} [{profile} default: {shown}]"
 
 # %% ../nbs/10_cli.ipynb #112520b0
+def usable_cores() -> int:
+    "The cores this process may run on (its CPU affinity, where the OS has one)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 def default_threads(cores:int|None=None, # usable cores (None: this process's CPU affinity)
                     load:float|None=None, # runnable processes already there (None: the one-minute load average)
                    ) -> int:
     "Math threads for a CPU run: the cores not already busy, at least one."
-    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cores if cores is not None else usable_cores()
     load = load if load is not None else os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, cores - int(load + 0.5)))
 
@@ -203,8 +209,12 @@ def set_threads(threads:int|None=None, # explicit count (None: OMP_NUM_THREADS i
                ) -> int|None:
     "Set torch's intra-op thread count for this process; returns what was set (None: left alone, on a GPU machine)."
     import torch
+    cores = usable_cores()
+    if threads is not None and threads > cores:
+        raise ValueError(f"--threads {threads}: this process can use {cores} cores; give at most {cores} "
+                         "(more threads than cores only wait for each other)")
     if threads is None:
-        if os.environ.get("OMP_NUM_THREADS"): threads = int(os.environ["OMP_NUM_THREADS"])
+        if os.environ.get("OMP_NUM_THREADS"): threads = min(int(os.environ["OMP_NUM_THREADS"]), cores)
         elif torch.cuda.is_available(): return None
         else: threads = default_threads()
     torch.set_num_threads(threads)

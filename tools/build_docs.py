@@ -36,6 +36,7 @@ def page_name(notebook:Path) -> str:
 
 def build(out_dir:Path, nbs_dir:Path=ROOT / "nbs") -> list[Path]:
     "Render every `nbs_dir/*.ipynb` to `out_dir/<name>.html` plus `out_dir/index.html`; returns the written pages."
+    nbs_dir = Path(nbs_dir)
     notebooks = sorted(nbs_dir.glob("*.ipynb"))
     if not notebooks: raise SystemExit(f"no notebooks in {nbs_dir}")
     exporter = HTMLExporter(template_name="lab")
@@ -44,9 +45,13 @@ def build(out_dir:Path, nbs_dir:Path=ROOT / "nbs") -> list[Path]:
     rows, pages = [], []
     try:
         for path in notebooks:
-            nb = nbformat.read(path, as_version=4)
-            title, summary = notebook_title(nb)
-            body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or path.stem}})
+            try:
+                nb = nbformat.read(path, as_version=4)
+                title, summary = notebook_title(nb)
+                body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or path.stem}})
+            except Exception as e:  # malformed JSON, an invalid notebook, a cell nbconvert cannot render
+                raise SystemExit(f"make docs: {path} cannot be rendered ({type(e).__name__}: {str(e)[:300]}); fix that "
+                                 "notebook (open it in JupyterLab, or check its JSON) and run make docs again") from None
             page = staging / page_name(path)
             page.write_text(body, encoding="utf-8"); pages.append(out_dir / page.name)
             has_output = any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
