@@ -31,17 +31,19 @@ from .hypernet import build_adapters
 
 # %% auto #0
 __all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'MINILM_PACKAGE', 'MINILM_PIP', 'PACKAGED_MODELS', 'T5_FINGERPRINT_KEYS',
-           'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'HEAD_POOLINGS', 'NO_CONDITIONING_MESSAGE',
-           'CROSS_ATTENTION_BIAS_KEY', 'RELEASED_MAX_DISTANCE', 'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME',
-           'ADAPTER_CONFIG_NAME', 'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model',
-           'encoder_config', 'minilm_path', 'resolve_model_path', 'has_local_weights', 'load_base_model', 'AdapterSite',
-           't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites',
-           'encoder_layer_norm_parameters', 'BackboneFamily', 'backbone_family', 'model_family', 'TaskHead',
-           'TaskHeads', 'declared_pooling', 'build_task_heads', 'Conditioning', 'HyperFormerModel',
-           'cross_attention_bias', 'add_cross_attention_bias', 'read_checkpoint_tensor',
-           'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state', 'read_safetensors_checked',
-           'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount', 'paper_formula',
-           'count_parameters', 'parameter_report']
+           'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES', 'SITE_FINDERS', 'SUPPORTED_ARCHITECTURES', 'WEIGHTS_FILES',
+           'TOKENIZER_FILES', 'VOCAB_PADDING', 'CROSS_ATTENTION_BIAS_KEY', 'HEAD_POOLINGS', 'NO_CONDITIONING_MESSAGE',
+           'RELEASED_MAX_DISTANCE', 'FINGERPRINT_SAMPLES', 'ADAPTER_WEIGHTS_NAME', 'ADAPTER_CONFIG_NAME',
+           'BASE_FINGERPRINT_KEYS', 'architecture_name', 'base_config', 'build_base_model', 'encoder_config',
+           'minilm_path', 'resolve_model_path', 'has_local_weights', 'AdapterSite', 't5_adapter_sites',
+           'find_adapter_sites', 't5_layer_norm_parameters', 'encoder_adapter_sites', 'encoder_layer_norm_parameters',
+           'BackboneFamily', 'backbone_family', 'model_family', 'ModelFolderError', 'local_model_folder',
+           'read_folder_config', 'checkpoint_shapes', 'weights_problems', 'check_weights', 'check_tokenizer_folder',
+           'check_model_folder', 'load_base_model', 'TaskHead', 'TaskHeads', 'declared_pooling', 'build_task_heads',
+           'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
+           'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state',
+           'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount',
+           'paper_formula', 'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -158,24 +160,9 @@ def resolve_model_path(name:str # a model name, hub id or folder
 
 def has_local_weights(model:str # a --model value
                      ) -> bool:
-    "Whether `model` names weights on this machine: the packaged MiniLM (installed or not) or a folder with a config.json."
-    return model in PACKAGED_MODELS or (Path(model).expanduser() / "config.json").is_file()
+    "Whether `model` names weights on this machine: the packaged MiniLM (installed or not) or an existing folder (`check_model_folder` checks it)."
+    return model in PACKAGED_MODELS or Path(model).expanduser().is_dir()
 
-
-# %% ../nbs/03_model.ipynb #f9608ccf
-def load_base_model(name_or_path:str, # hub id (e.g. "t5-base") or a local folder with config.json and weights
-                    **kwargs, # passed to `from_pretrained` (dtype, revision, ...)
-                   ) -> PreTrainedModel:
-    "Load a pretrained checkpoint (seq2seq, or a bare encoder) with a clear message when it cannot be reached."
-    from transformers import AutoConfig
-    path = resolve_model_path(name_or_path)
-    try:
-        return _auto_class(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise OSError(f"could not load the model {name_or_path!r}: the hub is unreachable or it is not cached ({e}). "
-                      "Pass a local folder holding the checkpoint (config.json + weights), or use "
-                      f"build_base_model({architecture_name(name_or_path) if name_or_path.rstrip('/').split('/')[-1] in T5_ARCHITECTURES else 't5-small'!r}) "
-                      "for random weights of the same shape.") from e
 
 # %% ../nbs/03_model.ipynb #7f54bd4b
 @dataclass(frozen=True)
@@ -252,6 +239,8 @@ BACKBONE_FAMILIES = {f.name: f for f in (
     _encoder_family("electra", ("electra",), ("embedding_size",)),
 )}
 SITE_FINDERS = {t: f.find_sites for f in BACKBONE_FAMILIES.values() for t in f.model_types}
+SUPPORTED_ARCHITECTURES = ("T5-family encoder-decoders (T5 v1.0, T5 v1.1 / Flan-T5, mT5) and BERT-layout encoders "
+                           f"(BERT/MiniLM, RoBERTa/XLM-R, DeBERTa-v2/v3, ELECTRA): model_type in {sorted(SITE_FINDERS)}")
 
 def backbone_family(model_or_config) -> BackboneFamily:
     "The family record of a model (or config), or a clear error for an unsupported architecture."
@@ -260,19 +249,194 @@ def backbone_family(model_or_config) -> BackboneFamily:
     for family in BACKBONE_FAMILIES.values():
         if model_type in family.model_types: return family
     raise ValueError(f"unsupported architecture {model_type or type(model_or_config).__name__!r} ({type(model_or_config).__name__}); "
-                     "hyperformer adapts T5-family encoder-decoders (T5 v1.0, T5 v1.1 / Flan-T5, mT5) and BERT-layout encoders "
-                     f"(BERT/MiniLM, RoBERTa/XLM-R, DeBERTa-v2/v3, ELECTRA): model_type in {sorted(SITE_FINDERS)}")
+                     f"hyperformer adapts {SUPPORTED_ARCHITECTURES}")
 
 def model_family(name_or_path:str # a built-in architecture name, `minilm`, a hub id or a local folder
                 ) -> BackboneFamily:
     "The family of a model named as `--model` names it, from its config alone (no weights are read)."
     key = name_or_path.rstrip("/").split("/")[-1]
     if key in T5_ARCHITECTURES or key in ENCODER_ARCHITECTURES: return backbone_family(base_config(key))
+    if (folder := local_model_folder(name_or_path)) is not None: return backbone_family(read_folder_config(folder))
     from transformers import AutoConfig
     try: return backbone_family(AutoConfig.from_pretrained(resolve_model_path(name_or_path)))
     except OSError as e:
         raise OSError(f"could not read the config of the model {name_or_path!r} ({e}); pass a local folder with config.json") from e
 
+
+# %% ../nbs/03_model.ipynb #b4879c47
+import re
+
+class ModelFolderError(ValueError):
+    "A local model folder that would load wrongly or not at all: the folder, the file and what is missing or wrong."
+
+WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "spm.model", "tokenizer.model")
+VOCAB_PADDING = 128  # embedding rows a model may hold beyond its tokenizer's ids (T5: 32100 ids in 32128 rows)
+CROSS_ATTENTION_BIAS_KEY = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"  # transformers 3.5.1's table (below)
+_SAVE_HINT = "a model folder holds config.json, its weights and its tokenizer files, as save_pretrained writes them (model and tokenizer)"
+
+def local_model_folder(name_or_path:str # a --model value: a folder, `minilm`, a hub id or a built-in name
+                      ) -> Path|None:
+    "The folder on this machine that `name_or_path` names (the packaged MiniLM's for `minilm`); None for a hub id or built-in name."
+    path = Path(resolve_model_path(name_or_path)).expanduser()
+    if path.is_dir(): return path
+    if path.exists(): raise ModelFolderError(f"{path} is a file, not a model folder: give the folder that holds it ({_SAVE_HINT})")
+    if str(name_or_path).startswith(("/", "./", "../", "~")):
+        raise ModelFolderError(f"no folder {path}: the model folder does not exist (a hub id has the form org/name)")
+    return None
+
+def read_folder_config(folder:Path # a local model folder
+                      ):
+    "The transformers config of `folder`, refused with the cause: no config.json, not JSON, a model_type hyperformer does not adapt."
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        held = sorted(p.name for p in Path(folder).iterdir())
+        what = f"it holds {', '.join(held[:8])}{' ...' if len(held) > 8 else ''}" if held else "the folder is empty"
+        raise ModelFolderError(f"no config.json in {folder} ({what}): {_SAVE_HINT}; copy the config.json saved with these weights, "
+                               "or give a built-in name (e.g. --model t5-small) for a random model")
+    try: raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e: raise ModelFolderError(f"{path} is not valid JSON ({e}): the model folder is damaged") from None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in SITE_FINDERS:
+        raise ModelFolderError(f"{path} has model_type {model_type!r}, an architecture hyperformer does not adapt; it adapts {SUPPORTED_ARCHITECTURES}")
+    from transformers import AutoConfig
+    try: return AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError) as e: raise ModelFolderError(f"{path} is not a readable {model_type} config ({e})") from None
+
+
+# %% ../nbs/03_model.ipynb #b3363654
+def _safetensors_shapes(path:Path) -> dict[str, tuple[int, ...]]:
+    "Name -> shape of every tensor of a safetensors file, from its header."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f: return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors' own SafetensorError on a truncated or damaged file
+        raise ModelFolderError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}): it is truncated or damaged; "
+                               "copy the weights again") from None
+
+def _torch_bin_shapes(path:Path) -> dict[str, tuple[int, ...]]:
+    "Name -> shape of every tensor of a `torch.save`d state dict, memory-mapped (no tensor data read)."
+    try: state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # a truncated zip, random bytes, a pickle that is not a state dict
+        raise ModelFolderError(f"{path} is not a readable PyTorch weights file ({type(e).__name__}: {str(e)[:200]}): it is truncated or "
+                               "damaged (or written by a legacy torch.save); copy the weights again, or re-save them with save_pretrained") from None
+    if not isinstance(state, dict): raise ModelFolderError(f"{path} holds a {type(state).__name__}, not a state dict of named tensors")
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, Tensor)}
+
+def checkpoint_shapes(folder:Path # a local model folder
+                     ) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    "The weights file of `folder` (the index, for sharded weights) and the shape of every tensor it holds, from the headers only."
+    for name in WEIGHTS_FILES:
+        path = Path(folder) / name
+        if not path.is_file(): continue
+        read = _safetensors_shapes if name.startswith("model.safetensors") else _torch_bin_shapes
+        if not name.endswith(".index.json"): return path, read(path)
+        try: shards = sorted(set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelFolderError(f"{path} is not a weights index (JSON with a weight_map of tensor -> shard file): {e!r}") from None
+        missing = [s for s in shards if not (Path(folder) / s).is_file()]
+        if missing: raise ModelFolderError(f"{path} lists shard(s) {missing} that are not in {folder}: the weights are incomplete; copy every shard")
+        return path, {k: v for s in shards for k, v in read(Path(folder) / s).items()}
+    raise ModelFolderError(f"no weights in {folder}: none of {', '.join(WEIGHTS_FILES)} ({_SAVE_HINT}); copy the weights, "
+                           "or give a built-in name (e.g. --model t5-small) for a random model of that shape")
+
+
+# %% ../nbs/03_model.ipynb #9f1cd815
+def _few(names:list[str], n:int=6) -> str: return ", ".join(names[:n]) + (f" ... ({len(names) - n} more)" if len(names) > n else "")
+def _ignored(patterns, key:str) -> bool: return any(re.search(p, key) for p in patterns or ())
+
+def weights_problems(config, # the transformers config of the model (from config.json)
+                     shapes:dict[str, tuple[int, ...]], # name -> shape of every tensor of the weights file(s)
+                    ) -> list[str]:
+    "What keeps `shapes` from filling every parameter of a model built from `config`: missing, unexpected and wrong-shaped tensors."
+    with torch.device("meta"): model = _auto_class(config).from_config(config)
+    params = dict(model.named_parameters(remove_duplicate=False))  # tied parameters appear under each of their names
+    known = {**{n: tuple(p.shape) for n, p in params.items()}, **{n: tuple(b.shape) for n, b in model.named_buffers(remove_duplicate=False)}}
+    prefix = getattr(model, "base_model_prefix", "")
+    if prefix and not any(n.startswith(prefix + ".") for n in known) and any(k.startswith(prefix + ".") for k in shapes):
+        shapes = {k.removeprefix(prefix + "."): v for k, v in shapes.items()}  # saved from a class with a task head around the base
+    tied = {}
+    for n, p in params.items(): tied.setdefault(id(p), []).append(n)
+    missing = [names[0] for names in tied.values()
+               if not any(n in shapes for n in names) and not _ignored(getattr(model, "_keys_to_ignore_on_load_missing", None), names[0])]
+    own = {n.split(".")[0] for n in known}  # the model's top-level modules; a tensor outside them is another class's head
+    unexpected = [k for k in shapes if k not in known and k.split(".")[0] in own
+                  and not _ignored(getattr(model, "_keys_to_ignore_on_load_unexpected", None), k) and k != CROSS_ATTENTION_BIAS_KEY]
+    wrong = [f"{k} is {list(shapes[k])} in the file, {list(known[k])} for config.json" for k in sorted(shapes) if k in known and shapes[k] != known[k]]
+    return ([f"{len(missing)} parameter(s) of config.json are not in the weights: {_few(missing)}"] if missing else []) + \
+           ([f"{len(unexpected)} tensor(s) in the weights have no place in config.json's model: {_few(unexpected)}"] if unexpected else []) + \
+           ([f"{len(wrong)} tensor(s) have another shape: {_few(wrong, 4)}"] if wrong else [])
+
+def check_weights(folder:Path, # a local model folder
+                  config, # its config (`read_folder_config`)
+                 ) -> Path:
+    "The weights file of `folder`, refused when its tensors do not fill every parameter of `config` exactly."
+    path, shapes = checkpoint_shapes(folder)
+    problems = weights_problems(config, shapes)
+    if problems:
+        raise ModelFolderError(f"{path} does not fit {Path(folder) / 'config.json'}: " + "; ".join(problems) + ". The weights and "
+                               "config.json come from different models (or config.json was edited): use the config.json saved with these "
+                               "weights; training on would start the missing parts from random values")
+    return path
+
+
+# %% ../nbs/03_model.ipynb #090a3614
+def check_tokenizer_folder(folder:str|Path, # a folder holding a tokenizer (usually the model's own folder)
+                           vocab_size:int|None=None, # embedding rows of the model it feeds (config.vocab_size); None: not checked
+                          ):
+    "The tokenizer saved in `folder`, refused when its files are missing or its ids do not fit `vocab_size` embedding rows."
+    from transformers import AutoTokenizer
+    folder = Path(folder)
+    present = [f for f in TOKENIZER_FILES if (folder / f).is_file()]
+    if not present:
+        raise ModelFolderError(f"no tokenizer files in {folder} (none of {', '.join(TOKENIZER_FILES)}): transformers would make a "
+                               "tokenizer of a few special tokens that reads every word as unknown; save the model's tokenizer there "
+                               "(tokenizer.save_pretrained) or pass --tokenizer with its folder or hub id")
+    try: tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ModelFolderError(f"the tokenizer in {folder} ({', '.join(present)}) cannot be loaded ({type(e).__name__}: {e})") from None
+    needs = sorted(set(getattr(tokenizer, "vocab_files_names", {}).values()))  # empty for a byte-level tokenizer (ByT5)
+    if needs and not any((folder / f).is_file() for f in needs):
+        raise ModelFolderError(f"{folder} holds {', '.join(present)} but no vocabulary file of its tokenizer {type(tokenizer).__name__} "
+                               f"(one of {', '.join(needs)}): it would have {len(tokenizer)} tokens and read every word as unknown; "
+                               "save the model's full tokenizer there")
+    n = len(tokenizer)
+    if vocab_size is not None and not vocab_size - VOCAB_PADDING < n <= vocab_size:
+        why = (f"ids {vocab_size}..{n - 1} would index past the embedding" if n > vocab_size else
+               f"the model embeds {vocab_size - n} more ids than it has (padding is at most {VOCAB_PADDING}): it is another model's tokenizer")
+        raise ModelFolderError(f"the tokenizer in {folder} has {n} tokens, but config.json's vocab_size is {vocab_size}: {why}; "
+                               "use the tokenizer saved with the model")
+    return tokenizer
+
+def check_model_folder(name_or_path:str|Path, # a --model value: a local folder, `minilm`, a hub id or a built-in name
+                       weights:bool=True, # check that the weights fill every parameter of config.json, by name and shape
+                       tokenizer:bool=True, # check the tokenizer files and that the tokenizer's ids fit config.json's vocab_size
+                      ) -> Path|None:
+    "Refuse a local model folder that would load wrongly, with the cause; the folder checked, or None for a hub id or built-in name."
+    folder = local_model_folder(str(name_or_path))
+    if folder is None: return None
+    config = read_folder_config(folder)
+    if weights: check_weights(folder, config)
+    if tokenizer: check_tokenizer_folder(folder, config.vocab_size)
+    return folder
+
+
+# %% ../nbs/03_model.ipynb #f9608ccf
+def load_base_model(name_or_path:str, # hub id (e.g. "t5-base") or a local folder with config.json and weights
+                    **kwargs, # passed to `from_pretrained` (dtype, revision, ...)
+                   ) -> PreTrainedModel:
+    "Load a pretrained checkpoint (seq2seq, or a bare encoder) with a clear message when it cannot be reached."
+    from transformers import AutoConfig
+    path = resolve_model_path(name_or_path)
+    check_model_folder(name_or_path, tokenizer=False)  # a local folder: config.json and weights that fill it, or the cause
+    try:
+        return _auto_class(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise OSError(f"could not load the model {name_or_path!r}: the hub is unreachable or it is not cached ({e}). "
+                      "Pass a local folder holding the checkpoint (config.json + weights), or use "
+                      f"build_base_model({architecture_name(name_or_path) if name_or_path.rstrip('/').split('/')[-1] in T5_ARCHITECTURES else 't5-small'!r}) "
+                      "for random weights of the same shape.") from e
 
 # %% ../nbs/03_model.ipynb #0906bde4
 class TaskHead(nn.Module):
@@ -553,7 +717,6 @@ def gradient_checkpointing_enable(self:HyperFormerModel, gradient_checkpointing_
 # %% ../nbs/03_model.ipynb #3cdf4d23
 from transformers.models.t5.modeling_t5 import T5Attention
 
-CROSS_ATTENTION_BIAS_KEY = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
 RELEASED_MAX_DISTANCE = 128  # transformers 3.5.1 used the bucketing function's default
 
 def cross_attention_bias(table:nn.Embedding, # (buckets, heads)

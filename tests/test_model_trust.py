@@ -68,3 +68,116 @@ def test_cross_attention_logits_match_351_rule_teacher_forced_and_cached():
     without.adapters.load_state_dict(model.adapters.state_dict())
     with torch.no_grad(): stock = without(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_ids).logits
     assert (ours - stock).abs().max() > 1e-3  # the table does act
+
+
+# --- 2. a model folder is checked before it is used -----------------------------------------------------------------
+# New names are reached through the module inside each test, so that on the code before the fix each test fails alone.
+import json
+from pathlib import Path
+
+import hyperformer.model as hm
+
+
+def bert_vocab(n:int) -> str: return "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(n - 5))]) + "\n"
+
+
+def model_folder(tmp_path:Path, arch:str="t5-tiny", tokenizer:bool=True) -> Path:
+    "A folder as save_pretrained writes it: a tiny random `arch` and a tokenizer of its 384 ids."
+    from transformers import ByT5Tokenizer
+    folder = tmp_path / arch
+    build_base_model(arch, seed=0).save_pretrained(folder)
+    if tokenizer and arch.startswith("t5"): ByT5Tokenizer().save_pretrained(folder)
+    elif tokenizer: (folder / "vocab.txt").write_text(bert_vocab(384))
+    return folder
+
+
+def edit_config(folder:Path, **changes) -> Path:
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["t5-tiny", "bert-tiny"])
+def test_sound_folders_pass(tmp_path, arch):
+    folder = model_folder(tmp_path, arch)
+    assert hm.check_model_folder(str(folder)) == folder
+    assert type(hm.load_base_model(str(folder))).__name__ in ("T5ForConditionalGeneration", "BertModel")
+
+
+def test_packaged_minilm_passes():
+    assert hm.check_model_folder("minilm") == hm.minilm_path()
+
+
+def test_folder_without_tokenizer_files_is_refused(tmp_path):
+    folder = model_folder(tmp_path, "bert-tiny", tokenizer=False)
+    with pytest.raises(ValueError, match=rf"no tokenizer files in {folder} .*reads every word as unknown"):
+        hm.check_model_folder(str(folder))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}))  # a config, no vocabulary
+    with pytest.raises(ValueError, match=r"no vocabulary file of its tokenizer BertTokenizer \(one of tokenizer.json, vocab.txt\): it would have 5 tokens"):
+        hm.check_model_folder(str(folder))
+
+
+@pytest.mark.parametrize("size, why", [(1000, "ids 384..999 would index past the embedding"), (200, "the model embeds 184 more ids than it has")])
+def test_tokenizer_of_another_size_is_refused(tmp_path, size, why):
+    folder = model_folder(tmp_path, "bert-tiny")
+    (folder / "vocab.txt").write_text(bert_vocab(size))
+    with pytest.raises(ValueError, match=rf"the tokenizer in {folder} has {size} tokens, but config.json's vocab_size is 384: {why}"):
+        hm.check_model_folder(str(folder))
+
+
+def test_config_with_more_layers_than_the_weights_is_refused(tmp_path):
+    folder = edit_config(model_folder(tmp_path), num_layers=3)  # today: trains with a random third encoder layer
+    with pytest.raises(ValueError, match=rf"{folder / 'model.safetensors'} does not fit {folder / 'config.json'}: 8 parameter\(s\) of "
+                                         r"config.json are not in the weights: encoder.block.2.layer.0.SelfAttention.q.weight"):
+        hm.load_base_model(str(folder))
+
+
+def test_weights_of_more_layers_than_the_config_are_refused(tmp_path):
+    folder = edit_config(model_folder(tmp_path, "bert-tiny"), num_hidden_layers=1)
+    with pytest.raises(ValueError, match=r"16 tensor\(s\) in the weights have no place in config.json's model: encoder.layer.1."):
+        hm.load_base_model(str(folder))
+
+
+def test_weights_of_another_shape_are_refused(tmp_path):
+    folder = edit_config(model_folder(tmp_path), d_ff=256)  # today: a size-mismatch traceback from transformers
+    with pytest.raises(ValueError, match=r"8 tensor\(s\) have another shape: decoder.block.0.layer.2.DenseReluDense.wi.weight is "
+                                         r"\[128, 64\] in the file, \[256, 64\] for config.json"):
+        hm.load_base_model(str(folder))
+
+
+def test_truncated_weights_are_refused_naming_the_file(tmp_path):
+    folder = model_folder(tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=rf"{weights} is not a readable safetensors file .*truncated or damaged"):
+        hm.load_base_model(str(folder))
+    folder = model_folder(tmp_path, "bert-tiny")
+    (folder / "model.safetensors").unlink()
+    torch.save({}, folder / "pytorch_model.bin")
+    (folder / "pytorch_model.bin").write_bytes((folder / "pytorch_model.bin").read_bytes()[:100])
+    with pytest.raises(ValueError, match=rf"{folder / 'pytorch_model.bin'} is not a readable PyTorch weights file"):
+        hm.load_base_model(str(folder))
+
+
+def test_empty_folder_and_missing_config_name_config_json(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=rf"no config.json in {empty} \(the folder is empty\)"):
+        hm.load_base_model(str(empty))
+    with pytest.raises(ValueError, match=rf"no config.json in {empty}"):
+        hm.model_family(str(empty))
+    folder = model_folder(tmp_path)
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match=rf"no config.json in {folder} \(it holds .*model.safetensors"):
+        hm.load_base_model(str(folder))
+    assert hm.has_local_weights(str(folder))  # a folder means its weights: checked, not replaced by a random model
+
+
+def test_unsupported_model_type_names_it_and_the_supported_families(tmp_path):
+    from transformers import GPT2Config, GPT2Model
+    folder = tmp_path / "gpt2"
+    GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=384)).save_pretrained(folder)  # loads fine today
+    for load in (hm.load_base_model, hm.check_model_folder):
+        with pytest.raises(ValueError, match=r"has model_type 'gpt2', an architecture hyperformer does not adapt; it adapts T5-family "
+                                             r".*BERT-layout encoders"):
+            load(str(folder))
