@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,15 +21,17 @@ from .data import evaluation_rows, head_labels, head_num_labels, load_sample, lo
 from .metrics import glue_average
 from .model import ParameterCount, parameter_report
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, get_task
-from .train import PROFILES, ExperimentConfig, _run_status, head_metrics, make_config, read_jsonl, train
+from .train import PROFILES, ExperimentConfig, RunError, _run_status, head_metrics, make_config, read_jsonl, train
+from .executors import Job, SweepError, make_executor, run_jobs
 
 # %% auto #0
-__all__ = ['SMOKE_EXPERIMENT', 'FEWSHOT_SHORT_STEPS', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'run_name', 'default_runs_root',
-           'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides', 'results_dir', 'fewshot_budget',
-           'glue_source', 'fewshot_overrides', 'int_param', 'int_grid', 'check_fewshot_sources', 'fewshot_tasks',
-           'paper_size', 'train_rows', 'fewshot_k', 'experiment_setup', 'sweep', 'runs_summary', 'seed_means',
-           'group_averages', 'with_average_rows', 'seeds_text', 'multitask_plan', 'majority_metrics', 'majority_scores',
-           'run_timing', 'method_summary', 'claim_checks', 'parameter_strings']
+__all__ = ['SMOKE_EXPERIMENT', 'FEWSHOT_SHORT_STEPS', 'MODEL_SIZES', 'FEWSHOT_CAPS', 'LOCK_POLL_SECONDS', 'run_name',
+           'default_runs_root', 'run_config', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides',
+           'results_dir', 'fewshot_budget', 'glue_source', 'fewshot_overrides', 'int_param', 'int_grid',
+           'check_fewshot_sources', 'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k', 'experiment_setup',
+           'run_busy', 'sweep_run', 'sweep', 'runs_summary', 'seed_means', 'group_averages', 'with_average_rows',
+           'seeds_text', 'multitask_plan', 'majority_metrics', 'majority_scores', 'run_timing', 'method_summary',
+           'claim_checks', 'parameter_strings']
 
 # %% ../nbs/11_experiments.ipynb #b1ecbba5
 def run_name(config:ExperimentConfig) -> str:
@@ -46,19 +49,29 @@ def default_runs_root() -> Path:
     cwd = Path.cwd()
     return (cwd.parent if cwd.name == "nbs" else cwd) / "runs"
 
+def run_config(root:str|Path|None, # folder holding the runs (None: `default_runs_root()/profile`)
+               profile:str, # profile of the run
+               **overrides, # ExperimentConfig fields
+              ) -> ExperimentConfig:
+    "The resolved config of the run of `overrides`, its output_dir `root/run_name(config)`."
+    config = make_config(profile, **overrides, output_dir="pending")
+    root = Path(root) if root is not None else default_runs_root() / profile
+    return config.replace(output_dir=str(root / run_name(config)))
+
 def run_experiment(root:str|Path|None=None, # folder holding the runs (default: `default_runs_root()/profile`)
                    profile:str="smoke", # profile of the run
                    progress:bool=False, # progress bars
                    reuse_stale:bool=False, # reuse a finished run of these knobs made by other code instead of retraining it
+                   resume:bool=False, # continue an unfinished run of these knobs (else it is refused once it has progress)
                    **overrides, # ExperimentConfig fields
                   ) -> dict:
     "Train (or reuse) the run of `overrides` under `root`; a run made by other code is retrained. Carries `output_dir` and `reused`."
-    config = make_config(profile, **overrides, output_dir="pending")
-    root = Path(root) if root is not None else default_runs_root() / profile
-    config = config.replace(output_dir=str(root / run_name(config)))
-    stale = not reuse_stale and _run_status(config) == "stale"
+    config = run_config(root, profile, **overrides)
+    status = _run_status(config)
+    stale = not reuse_stale and status == "stale"
     if stale: print(f"[stale] {config.output_dir} was made by other code; training it again with this code", flush=True)
-    return {**train(config, progress=progress, overwrite=stale, reuse_stale=reuse_stale), "output_dir": config.output_dir}
+    result = train(config, resume=resume and status == "unfinished", progress=progress, overwrite=stale, reuse_stale=reuse_stale)
+    return {**result, "output_dir": config.output_dir}
 
 def result_rows(result:dict, split:str="test", **tags) -> list[dict]:
     "Tidy rows (task, metric, value, split + tags) of a run result, for pandas."
@@ -193,20 +206,58 @@ def experiment_setup(name:str, # the notebook, e.g. "exp_table3": its results go
     return int_grid("seeds", seeds, default_seeds, minimum=0), experiment_overrides(profile, **knobs), results_dir(name, results)
 
 # %% ../nbs/11_experiments.ipynb #fe7774b6
+LOCK_POLL_SECONDS = 10.0  # how often a sweep looks again at a run another process is training
+
+def run_busy(error:Exception) -> bool:
+    "Whether `error` says another process holds the run's lock (it is training that run now)."
+    return isinstance(error, RunError) and " is in use by process " in str(error)
+
+def sweep_run(root:str|Path, # folder holding the runs
+              profile:str, # the run's profile
+              overrides:dict, # its ExperimentConfig overrides
+              poll:float=LOCK_POLL_SECONDS, # seconds between looks at a run another process holds
+             ) -> dict:
+    "One run of a sweep, in whatever process runs it: reuse it, resume it, or train it; while another process holds it, wait, then reuse it."
+    waiting = False
+    while True:
+        try: return run_experiment(root, profile, resume=True, **overrides)
+        except RunError as e:
+            unfinished = "holds an unfinished run of this config" in str(e)  # it became unfinished after we looked: resume it now
+            if not (run_busy(e) or unfinished): raise
+            if run_busy(e) and not waiting: print(f"[wait] {e}; looking again every {poll:g} s, then reusing it", flush=True)
+            waiting = waiting or run_busy(e)
+            if run_busy(e): time.sleep(poll)
+
+def _sweep_job(root:Path, profile:str, labels:dict, overrides:dict) -> Job:
+    "The `Job` of one run of a sweep; a run whose config cannot be built is a failed job named by its labels."
+    try: name = Path(run_config(root, profile, **overrides).output_dir).name
+    except Exception as e:
+        tags = " ".join(f"{k}={v}" for k, v in {**labels, "seed": overrides.get("seed")}.items())
+        return Job(tags, error=e)
+    return Job(name, sweep_run, dict(root=str(root), profile=profile, overrides=overrides), log_dir=root / "logs" / name)
+
 def sweep(runs_root:str|Path|None, # folder holding the runs (None: `default_runs_root()/profile`)
           profile:str, # the runs' profile
           plan:list[tuple[dict, dict]], # (labels shown in the tables, ExperimentConfig overrides) per variant
           seeds:tuple[int, ...], # every variant runs once per seed
           split:str="test", # scores read: "test" or "validation"
+          executor="serial", # serial | local:N | submitit-local[:N] | slurm[:OPTIONS] | an object with submit() (hyperformer.executors)
           **knobs, # overrides shared by every run
          ) -> tuple[pd.DataFrame, list[dict]]:
-    "Run (or reuse) every variant of `plan` for every seed: tidy score rows and one record per run."
+    "Run (or reuse) every variant of `plan` for every seed through `executor`: tidy score rows and one record per run."
+    pool = make_executor(executor)
+    root = Path(runs_root) if runs_root is not None else default_runs_root() / profile
+    keys = [(labels, {**knobs, **overrides, "seed": seed}) for labels, overrides in plan for seed in seeds]
+    try: outcomes = run_jobs([_sweep_job(root, profile, labels, overrides) for labels, overrides in keys], pool)
+    finally:
+        if pool is not executor and hasattr(pool, "shutdown"): pool.shutdown()
+    failed = [o for o in outcomes if not o.ok]
+    if failed: raise SweepError(failed, len(outcomes))
     rows, runs = [], []
-    for labels, overrides in plan:
-        for seed in seeds:
-            res = run_experiment(runs_root, profile, **{**knobs, **overrides, "seed": seed})
-            runs.append({**labels, "seed": seed, "output_dir": res["output_dir"], "reused": res["reused"], "best_step": res["best_step"]})
-            rows += result_rows(res, split, **labels, seed=seed)
+    for (labels, overrides), outcome in zip(keys, outcomes):
+        res, seed = outcome.value, overrides["seed"]
+        runs.append({**labels, "seed": seed, "output_dir": res["output_dir"], "reused": res["reused"], "best_step": res["best_step"]})
+        rows += result_rows(res, split, **labels, seed=seed)
     return pd.DataFrame(rows), runs
 
 def runs_summary(runs:list[dict]) -> str:
