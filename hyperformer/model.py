@@ -9,6 +9,7 @@ import copy
 import hashlib
 import inspect
 import json
+import operator
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -42,8 +43,8 @@ __all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'MINILM_PACKAGE', 'MINIL
            'check_model_folder', 'load_base_model', 'TaskHead', 'TaskHeads', 'declared_pooling', 'build_task_heads',
            'Conditioning', 'HyperFormerModel', 'cross_attention_bias', 'add_cross_attention_bias',
            'read_checkpoint_tensor', 'checkpoint_cross_attention_bias', 'CheckpointError', 'check_finite_state',
-           'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint', 'read_adapter_meta', 'ParameterCount',
-           'paper_formula', 'count_parameters', 'parameter_report']
+           'read_safetensors_checked', 'weights_fingerprint', 'base_fingerprint', 'check_folder_path',
+           'read_adapter_meta', 'ParameterCount', 'paper_formula', 'count_parameters', 'parameter_report']
 
 # %% ../nbs/03_model.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -608,6 +609,26 @@ class HyperFormerModel(nn.Module):
 HyperFormerModel.forward_signature = _forward_signature()
 
 # %% ../nbs/03_model.ipynb #0bbe5157
+def _shown(value, limit:int=80) -> str:
+    "A short repr of a user's value for an error message."
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+@patch
+def task_ids_tensor(self:HyperFormerModel, task_ids, # what the caller gave as task_ids
+                   ) -> Tensor:
+    "`task_ids` as a (batch,) integer tensor, or an error naming what was given, what is expected and the task names -> indices."
+    mapping = {t: i for i, t in enumerate(self.adapter_config.tasks)}
+    expected = (f"an integer tensor of shape (batch,) holding each row's task index, from this model's tasks {mapping} "
+                "(model.adapter_config.task_id(name) gives one)")
+    names = isinstance(task_ids, str) or (isinstance(task_ids, (list, tuple)) and any(isinstance(t, str) for t in task_ids))
+    if names: raise ValueError(f"task_ids={_shown(task_ids)} holds task names; task_ids must be {expected}")
+    try: ids = torch.as_tensor(task_ids)
+    except (TypeError, ValueError, RuntimeError) as e: raise ValueError(f"task_ids={_shown(task_ids)} is not a tensor of task indices ({e}); task_ids must be {expected}") from None
+    if ids.dim() != 1 or not (ids.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise ValueError(f"task_ids must be {expected}; got dtype {ids.dtype} shape {tuple(ids.shape)}")
+    return ids
+
 @patch
 def _conditioning_for(self:HyperFormerModel, task_ids:Tensor|list[int]|None # (batch,) task index of every row
                      ) -> Conditioning|None:
@@ -620,9 +641,7 @@ def _conditioning_for(self:HyperFormerModel, task_ids:Tensor|list[int]|None # (b
                              "(batch,) holding each row's task index (model.adapter_config.task_id(name))")
         task_indices, rows = [0], None
     else:
-        task_ids = torch.as_tensor(task_ids)
-        if task_ids.dim() != 1 or task_ids.dtype.is_floating_point or task_ids.dtype == torch.bool:
-            raise ValueError(f"task_ids must be an integer tensor of shape (batch,), got dtype {task_ids.dtype} shape {tuple(task_ids.shape)}")
+        task_ids = self.task_ids_tensor(task_ids)
         unique, inverse = torch.unique(task_ids, sorted=True, return_inverse=True)
         task_indices = unique.tolist()
         bad = [t for t in task_indices if not 0 <= t < cfg.n_tasks]
@@ -657,8 +676,30 @@ def adapters_device(self:HyperFormerModel) -> torch.device: return next(self.ada
 
 # %% ../nbs/03_model.ipynb #5af7621c
 @patch
+def check_batch(self:HyperFormerModel, input_ids:Tensor|None, # the encoder's token ids (B, L)
+                task_ids=None, # the caller's task_ids (None: single-task model)
+                decoder_input_ids:Tensor|None=None, # the decoder's token ids, when given
+               ) -> Tensor|None:
+    "`task_ids` as a tensor, after refusing (naming the argument) an empty batch, ids outside the vocabulary and task_ids of another length."
+    vocab = self.base.get_input_embeddings().num_embeddings
+    for name, ids in (("input_ids", input_ids), ("decoder_input_ids", decoder_input_ids)):
+        if not isinstance(ids, Tensor) or ids.dim() == 0: continue
+        if ids.shape[0] == 0: raise ValueError(f"{name} has shape {tuple(ids.shape)}: the batch is empty (0 rows); give at least one example")
+        if ids.numel() == 0 or ids.is_floating_point(): continue
+        low, high = torch.stack(torch.aminmax(ids)).tolist()  # one reduction, one sync
+        if low < 0 or high >= vocab:
+            raise ValueError(f"{name} holds token id {low if low < 0 else high}, outside the model's vocabulary of {vocab} ids (0..{vocab - 1}): "
+                             "the tokenizer does not match the model (or these are not token ids); use the model's own tokenizer")
+    if task_ids is None: return None
+    task_ids = self.task_ids_tensor(task_ids)
+    if isinstance(input_ids, Tensor) and input_ids.dim() > 0 and task_ids.shape[0] != input_ids.shape[0]:
+        raise ValueError(f"task_ids has {task_ids.shape[0]} entries for a batch of {input_ids.shape[0]} rows (input_ids): give one task index per row")
+    return task_ids
+
+@patch
 def forward(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
     "T5's forward, conditioned on `task_ids` (shape (batch,)) for this call only."
+    task_ids = self.check_batch(args[0] if args else kwargs.get("input_ids"), task_ids, kwargs.get("decoder_input_ids"))
     with self._conditioned(self._conditioning_for(task_ids)):
         if self.heads is not None: return self._head_forward(*args, task_ids=task_ids, **kwargs)
         return self.base(*args, **kwargs)
@@ -668,6 +709,7 @@ HyperFormerModel.forward.__signature__ = HyperFormerModel.forward_signature  # w
 def generate(self:HyperFormerModel, *args, task_ids:Tensor|None=None, **kwargs):
     "`base.generate` with the adapter weights of `task_ids` built once for the whole call (every decoding step uses them)."
     if self.heads is not None: raise TypeError(f"a {self.family.name} encoder does not generate: call the model and read each task's head (logits)")
+    task_ids = self.check_batch(args[0] if args else kwargs.get("input_ids", kwargs.get("inputs")), task_ids)
     with torch.no_grad(): conditioning = self._conditioning_for(task_ids)
     with self._conditioned(conditioning): return self.base.generate(*args, **kwargs)
 
@@ -889,12 +931,26 @@ def _trainable_state(self:HyperFormerModel) -> dict[str, Tensor]:
     "The trainable parameters by name (tied parameters appear once)."
     return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
+def check_folder_path(directory:str|Path, # a folder to write into (it may not exist yet)
+                      argument:str="directory", # how the caller names the argument (in the message)
+                     ) -> Path:
+    "`directory` as a Path, or an error when it, or a folder above it, is an existing file (which is left as it is)."
+    directory = Path(directory)
+    for path in (directory, *directory.parents):
+        if path.is_dir(): break
+        if path.exists() or path.is_symlink():
+            kind = "a file" if path.is_file() else "not a folder"  # a file, or a link to nothing
+            where = f"{path} is {kind}" if path == directory else f"{path}, above it, is {kind}"
+            raise NotADirectoryError(f"{argument}={str(directory)!r}: {where}, give a folder (it gets {ADAPTER_WEIGHTS_NAME} and "
+                                     f"{ADAPTER_CONFIG_NAME}); the file is left as it is")
+    return directory
+
 @patch
 def save_adapter(self:HyperFormerModel, directory:str|Path, # folder to write into (created if needed)
                   base_name_or_path:str|None=None, # recorded base model id; default: the base config's name_or_path
                  ) -> Path:
     "Write the trainable parameters and the adapter/base description to `directory`."
-    directory = Path(directory)
+    directory = check_folder_path(directory, "save_adapter: directory")
     state = {n: p.detach().contiguous().cpu() for n, p in self._trainable_state().items()}
     meta = {"format": "hyperformer-adapter", "format_version": 2, "hyperformer_version": hyperformer.__version__,
             "adapter_config": self.adapter_config.to_dict(),
@@ -981,11 +1037,26 @@ def base_without_adapters(self:HyperFormerModel, copy_base:bool=True # False: de
         if self.adapters is not None: self._attach_hooks()
 
 @patch
+def task_index(self:HyperFormerModel, task:str|int, # a task name or index (0-based; negative indices are refused)
+               argument:str="task", # how the caller names the argument (in the message)
+              ) -> int:
+    "The index of `task` in the model's tasks, or an error naming the argument, the value and the valid indices and names."
+    tasks = self.adapter_config.tasks
+    valid = f"give an index 0..{len(tasks) - 1} or a name of this model's {len(tasks)} task(s) {({t: i for i, t in enumerate(tasks)})}"
+    if isinstance(task, str):
+        if task in tasks: return tasks.index(task)
+        raise ValueError(f"{argument}={task!r} is not one of this model's tasks: {valid}")
+    try: index = operator.index(task) if not isinstance(task, bool) else None
+    except TypeError: index = None
+    if index is None or not 0 <= index < len(tasks): raise ValueError(f"{argument}={_shown(task)} is out of range: {valid}")
+    return index
+
+@patch
 @torch.no_grad()
-def export_static_adapter(self:HyperFormerModel, task:str|int, # the task (name or index) to export
+def export_static_adapter(self:HyperFormerModel, task:str|int, # the task to export: its name or index (0..tasks-1)
                           ) -> HyperFormerModel:
     "A single-task `adapters` model whose plain adapter weights are this model's generated ones for `task`."
-    index = task if isinstance(task, int) else self.adapter_config.task_id(task)
+    index = self.task_index(task, "export_static_adapter: task")
     name = self.adapter_config.tasks[index]
     num_labels = {name: self.heads.num_labels[name]} if self.heads is not None else None
     static = HyperFormerModel(self.base_without_adapters(), self.adapter_config.replace(method="adapters", tasks=(name,), init="faithful"), num_labels)

@@ -181,3 +181,90 @@ def test_unsupported_model_type_names_it_and_the_supported_families(tmp_path):
         with pytest.raises(ValueError, match=r"has model_type 'gpt2', an architecture hyperformer does not adapt; it adapts T5-family "
                                              r".*BERT-layout encoders"):
             load(str(folder))
+
+
+# --- 3. bad arguments of the model API are named with their value ---------------------------------------------------
+
+TASKS = ("rte", "cola", "mnli")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return HyperFormerModel(build_base_model("t5-tiny", seed=0).eval(), AdapterConfig(method="hyperformer++", tasks=TASKS)).eval()
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return dict(input_ids=torch.randint(2, 384, (4, 9), generator=g), attention_mask=torch.ones(4, 9, dtype=torch.long),
+                labels=torch.randint(2, 384, (4, 3), generator=g))
+
+
+MAPPING = r"from this model's tasks \{'rte': 0, 'cola': 1, 'mnli': 2\}"
+
+
+@pytest.mark.parametrize("given, shown", [(["rte", "cola", "mnli", "rte"], r"\['rte', 'cola', 'mnli', 'rte'\] holds task names"),
+                                          ("rte", r"'rte' holds task names"),
+                                          ("numpy", r"array\(\['rte', 'rte', 'rte', 'rte'\].* is not a tensor of task indices")])
+def test_task_ids_as_strings_name_the_argument_and_the_mapping(model, batch, given, shown):
+    import numpy as np
+    task_ids = np.array(["rte"] * 4) if given == "numpy" else given
+    with pytest.raises(ValueError, match=rf"task_ids={shown}.*task_ids must be an integer tensor of shape \(batch,\) .*{MAPPING}"):
+        model(**batch, task_ids=task_ids)
+    with pytest.raises(ValueError, match=rf"task_ids={shown}"):
+        model.generate(batch["input_ids"], task_ids=task_ids, max_new_tokens=2)
+
+
+def test_task_ids_of_another_length_than_the_batch(model, batch):
+    with pytest.raises(ValueError, match=r"task_ids has 2 entries for a batch of 4 rows \(input_ids\)"):
+        model(**batch, task_ids=torch.tensor([0, 1]))
+
+
+def test_empty_batch_names_input_ids(model, batch):
+    with pytest.raises(ValueError, match=r"input_ids has shape \(0, 9\): the batch is empty \(0 rows\)"):
+        model(**{k: v[:0] for k, v in batch.items()}, task_ids=torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"input_ids has shape \(0, 9\): the batch is empty"):
+        model.generate(batch["input_ids"][:0], task_ids=torch.zeros(0, dtype=torch.long), max_new_tokens=2)
+
+
+@pytest.mark.parametrize("bad", [384, 10_000, -1])
+def test_token_id_outside_the_vocabulary_names_input_ids_the_id_and_the_size(model, batch, bad):
+    ids = batch["input_ids"].clone()
+    ids[2, 5] = bad
+    message = rf"input_ids holds token id {bad}, outside the model's vocabulary of 384 ids \(0..383\)"
+    with pytest.raises(ValueError, match=message):
+        model(input_ids=ids, labels=batch["labels"], task_ids=torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match=message):
+        model.generate(ids, task_ids=torch.tensor([0, 1, 2, 0]), max_new_tokens=2)
+
+
+def test_token_id_outside_the_vocabulary_on_an_encoder():
+    enc = HyperFormerModel(build_base_model("bert-tiny", seed=0).eval(), AdapterConfig(method="hyperformer++", tasks=("rte", "stsb")),
+                           {"rte": 2, "stsb": 1}).eval()
+    with pytest.raises(ValueError, match=r"input_ids holds token id 500, outside the model's vocabulary of 384 ids"):
+        enc(input_ids=torch.full((2, 3), 500), task_ids=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("task", [5, 3, -1, True, 1.0])
+def test_export_static_adapter_refuses_a_task_outside_the_model(model, task):
+    with pytest.raises(ValueError, match=rf"export_static_adapter: task={task!r} is out of range: give an index 0..2 or a name of "
+                                         rf"this model's 3 task\(s\) \{{'rte': 0, 'cola': 1, 'mnli': 2\}}"):
+        model.export_static_adapter(task)
+
+
+def test_export_static_adapter_refuses_an_unknown_name_and_takes_names_and_indices(model):
+    with pytest.raises(ValueError, match=r"export_static_adapter: task='qqp' is not one of this model's tasks"):
+        model.export_static_adapter("qqp")
+    assert model.export_static_adapter(2).adapter_config.tasks == model.export_static_adapter("mnli").adapter_config.tasks == ("mnli",)
+
+
+def test_save_adapter_onto_a_file_names_the_path_and_keeps_the_file(model, tmp_path):
+    taken = tmp_path / "adapter"
+    taken.write_text("not ours")
+    with pytest.raises(NotADirectoryError, match=rf"save_adapter: directory='{taken}': {taken} is a file, give a folder"):
+        model.save_adapter(taken)
+    with pytest.raises(NotADirectoryError, match=rf"{taken}, above it, is a file"):
+        model.save_adapter(taken / "inside")
+    assert taken.read_text() == "not ours"
+    assert (model.save_adapter(tmp_path / "fresh") / "adapter_config.json").is_file()
