@@ -357,6 +357,8 @@ def weights_problems(config, # the transformers config of the model (from config
     prefix = getattr(model, "base_model_prefix", "")
     if prefix and not any(n.startswith(prefix + ".") for n in known) and any(k.startswith(prefix + ".") for k in shapes):
         shapes = {k.removeprefix(prefix + "."): v for k, v in shapes.items()}  # saved from a class with a task head around the base
+    shapes = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+              for k, v in shapes.items()}  # old BERT checkpoints' names, which transformers renames at load
     tied = {}
     for n, p in params.items(): tied.setdefault(id(p), []).append(n)
     missing = [names[0] for names in tied.values()

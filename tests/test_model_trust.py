@@ -104,6 +104,15 @@ def test_sound_folders_pass(tmp_path, arch):
     assert type(hm.load_base_model(str(folder))).__name__ in ("T5ForConditionalGeneration", "BertModel")
 
 
+def test_old_bert_checkpoint_names_pass_as_transformers_reads_them(tmp_path):
+    folder = model_folder(tmp_path, "bert-tiny")
+    (folder / "model.safetensors").unlink()
+    state = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+             for k, v in build_base_model("bert-tiny", seed=3).state_dict().items()}
+    torch.save({**state, "cls.predictions.bias": torch.zeros(384)}, folder / "pytorch_model.bin")  # BertForPreTraining, transformers 2
+    assert hm.check_model_folder(str(folder)) == folder
+
+
 def test_packaged_minilm_passes():
     assert hm.check_model_folder("minilm") == hm.minilm_path()
 
