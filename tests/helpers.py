@@ -1,18 +1,64 @@
 """What several test files share: the console script run as typed, a run killed mid-training, a Trainer built like `train`'s."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 from hyperformer.data import Seq2SeqCollator
+from hyperformer.model import ADAPTER_WEIGHTS_NAME
 from hyperformer.train import (HyperFormerTrainer, _training_arguments, build_datasets, build_model, build_tokenizer,
-                               latest_checkpoint, read_jsonl)
+                               latest_checkpoint, make_config, read_jsonl)
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 CLI = [str(Path(sys.executable).with_name("hyperformer"))]
 QUICK = dict(tasks="rte,cola,stsb", max_steps=20, eval_steps=10, max_eval_samples=24)
+
+
+# 16 steps, evaluated and checkpointed every 4: validation avg_flat 0, 0, 61.5, 61.5, so the best is step 12 (the tie at
+# 16 keeps the earlier step) and best/ differs from the final weights
+FAULT = dict(method="hyperformer++", tasks="rte,mrpc", max_steps=16, eval_steps=4, max_eval_samples=16)
+FAULT_ARGS = ["train", "--profile", "smoke", "--method", "hyperformer++", "--tasks", "rte,mrpc", "--max-steps", "16",
+              "--eval-steps", "4", "--max-eval-samples", "16", "--no-progress"]
+
+
+def fault_config(run, **changes):
+    "The config of the FAULT run in `run`, with `changes`."
+    return make_config("smoke", **{**FAULT, **changes}, output_dir=str(run))
+
+
+def evals(run):
+    "The evaluation records of metrics.jsonl without their timing."
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(Path(run) / "metrics.jsonl")]
+
+
+def same_outcome(run, whole):
+    "metrics.jsonl, best/ (tensors and record), test_metrics.json and the final weights equal the uninterrupted run's."
+    run, whole = Path(run), Path(whole)
+    assert evals(run) == evals(whole)
+    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((whole / "test_metrics.json").read_text())
+    best = [{k: v for k, v in json.loads((r / "best" / "best.json").read_text()).items() if k != "seconds"} for r in (run, whole)]
+    assert best[0] == best[1]
+    for folder in ("best", "checkpoints/checkpoint-16"):
+        a, b = load_file(str(run / folder / ADAPTER_WEIGHTS_NAME)), load_file(str(whole / folder / ADAPTER_WEIGHTS_NAME))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+
+
+def copy_unfinished(whole, dest, keep_place:bool=False):
+    """A copy of the finished run as it was just before its test evaluation (the last checkpoint written); `keep_place`: its
+    config.json still names the folder it was copied from (a moved run)."""
+    shutil.copytree(whole, dest)
+    if not keep_place:
+        saved = json.loads((dest / "config.json").read_text()); saved["config"]["output_dir"] = str(dest)
+        (dest / "config.json").write_text(json.dumps(saved))
+    for name in ("result.json", "test_metrics.json"): (dest / name).unlink()
+    return dest
 
 
 def cli(*args, timeout=300):

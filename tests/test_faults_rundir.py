@@ -19,39 +19,12 @@ from safetensors.torch import load_file
 from hyperformer.cli import main
 from hyperformer.config import atomic_write, atomic_write_text
 from hyperformer.model import ADAPTER_WEIGHTS_NAME
-from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, RUN_MARKER, RunError, RunLock, _restore_best_dir, make_config,
+from helpers import FAULT_ARGS, copy_unfinished, evals, fault_config as config, same_outcome
+from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, RUN_MARKER, RunError, RunLock, _restore_best_dir,
                                read_jsonl, train, write_checkpoint_manifest, write_run_marker)
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 CLI = [str(Path(sys.executable).with_name("hyperformer"))]
-# 16 steps, evaluated and checkpointed every 4: validation avg_flat 0, 0, 61.5, 61.5, so the best is step 12 (the tie at
-# 16 keeps the earlier step) and best/ differs from the final weights
-FAULT = dict(method="hyperformer++", tasks="rte,mrpc", max_steps=16, eval_steps=4, max_eval_samples=16)
-FAULT_ARGS = ["train", "--profile", "smoke", "--method", "hyperformer++", "--tasks", "rte,mrpc", "--max-steps", "16",
-              "--eval-steps", "4", "--max-eval-samples", "16", "--no-progress"]
-
-
-def config(run, **changes):
-    return make_config("smoke", **{**FAULT, **changes}, output_dir=str(run))
-
-
-def evals(run):
-    "The evaluation records of metrics.jsonl without their timing."
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(Path(run) / "metrics.jsonl")]
-
-
-def same_outcome(run, whole):
-    "metrics.jsonl, best/ (tensors and record), test_metrics.json and the final weights equal the uninterrupted run's."
-    run, whole = Path(run), Path(whole)
-    assert evals(run) == evals(whole)
-    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((whole / "test_metrics.json").read_text())
-    best = [{k: v for k, v in json.loads((r / "best" / "best.json").read_text()).items() if k != "seconds"} for r in (run, whole)]
-    assert best[0] == best[1]
-    for folder in ("best", "checkpoints/checkpoint-16"):
-        a, b = load_file(str(run / folder / ADAPTER_WEIGHTS_NAME)), load_file(str(whole / folder / ADAPTER_WEIGHTS_NAME))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
-
-
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     "The uninterrupted run every fault is compared with."
@@ -59,15 +32,6 @@ def whole(tmp_path_factory):
     result = train(config(run), progress=False)
     assert 4 < result["best_step"] < 16, f"premise: the best is neither the first nor the final step ({evals(run)})"
     return run
-
-
-def copy_unfinished(whole, dest):
-    "A copy of the finished run as it was just before its test evaluation (the last checkpoint written)."
-    shutil.copytree(whole, dest)
-    saved = json.loads((dest / "config.json").read_text()); saved["config"]["output_dir"] = str(dest)
-    (dest / "config.json").write_text(json.dumps(saved))
-    for name in ("result.json", "test_metrics.json"): (dest / name).unlink()
-    return dest
 
 
 # --- item 3: --overwrite ---------------------------------------------------------------------------------------------

@@ -13,32 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import copy_unfinished, fault_config as config, same_outcome
 from hyperformer.cli import main
 from hyperformer.model import ADAPTER_WEIGHTS_NAME, HyperFormerModel
-from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, TRAIN_LOSS_FILE, RunError, RunLock, _checkpoints, make_config,
+from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, TRAIN_LOSS_FILE, RunError, RunLock, _checkpoints,
                                prune_checkpoints, read_jsonl, run_identity, train, write_checkpoint_manifest, write_json,
                                write_run_marker)
-
-FAULT = dict(method="hyperformer++", tasks="rte,mrpc", max_steps=16, eval_steps=4, max_eval_samples=16)
-
-
-def config(run, **changes):
-    return make_config("smoke", **{**FAULT, **changes}, output_dir=str(run))
-
-
-def evals(run):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(Path(run) / "metrics.jsonl")]
-
-
-def same_outcome(run, whole):
-    "metrics.jsonl, best.json, test scores and the step-16 checkpoint equal the uninterrupted run's."
-    from safetensors.torch import load_file
-    run, whole = Path(run), Path(whole)
-    assert evals(run) == evals(whole)
-    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((whole / "test_metrics.json").read_text())
-    for folder in ("best", "checkpoints/checkpoint-16"):
-        a, b = load_file(str(run / folder / ADAPTER_WEIGHTS_NAME)), load_file(str(whole / folder / ADAPTER_WEIGHTS_NAME))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +29,6 @@ def whole(tmp_path_factory):
     return run
 
 
-def unfinished(whole, dest, keep_place=False):
-    "A copy of the finished run as it was before test scoring (killed after its last checkpoint)."
-    shutil.copytree(whole, dest)
-    if not keep_place:
-        saved = json.loads((dest / "config.json").read_text()); saved["config"]["output_dir"] = str(dest)
-        (dest / "config.json").write_text(json.dumps(saved))
-    for name in ("result.json", "test_metrics.json"): (dest / name).unlink()
-    return dest
-
-
 def steps_on_disk(run):
     return sorted(int(p.name.split("-")[-1]) for p in _checkpoints(run))
 
@@ -66,7 +36,7 @@ def steps_on_disk(run):
 # --- the final phase ------------------------------------------------------------------------------------------------
 
 def test_resume_after_the_last_checkpoint_scores_test_and_never_trains_past_max_steps(tmp_path, whole, capsys):
-    run = unfinished(whole, tmp_path / "run")
+    run = copy_unfinished(whole, tmp_path / "run")
     result = train(config(run), resume=True, progress=False)
     out = capsys.readouterr().out
     assert "checkpoint-16 is the last step (max_steps 16): nothing left to train" in out, out
@@ -78,7 +48,7 @@ def test_resume_after_the_last_checkpoint_scores_test_and_never_trains_past_max_
 
 
 def test_resume_with_the_final_evaluation_missing_evaluates_the_last_checkpoint(tmp_path, whole):
-    run = unfinished(whole, tmp_path / "run")
+    run = copy_unfinished(whole, tmp_path / "run")
     kept = [r for r in read_jsonl(run / "metrics.jsonl") if r["step"] < 16]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     train(config(run), resume=True, progress=False)
@@ -87,10 +57,10 @@ def test_resume_with_the_final_evaluation_missing_evaluates_the_last_checkpoint(
 
 def test_train_loss_spans_the_whole_run_after_a_resume(tmp_path, whole):
     expected = json.loads((whole / "result.json").read_text())["train_loss"]
-    run = unfinished(whole, tmp_path / "run")
+    run = copy_unfinished(whole, tmp_path / "run")
     shutil.rmtree(run / "checkpoints" / "checkpoint-16")  # resumed from step 12: steps 13-16 trained again
     assert train(config(run), resume=True, progress=False)["train_loss"] == pytest.approx(expected, rel=1e-5)
-    older = unfinished(whole, tmp_path / "older")  # a checkpoint written before the loss record: rebuilt from the logged losses
+    older = copy_unfinished(whole, tmp_path / "older")  # a checkpoint written before the loss record: rebuilt from the logged losses
     shutil.rmtree(older / "checkpoints" / "checkpoint-16")
     (older / "checkpoints" / "checkpoint-12" / TRAIN_LOSS_FILE).unlink()
     write_checkpoint_manifest(older / "checkpoints" / "checkpoint-12", 1, run_identity(config(older)))
@@ -100,7 +70,7 @@ def test_train_loss_spans_the_whole_run_after_a_resume(tmp_path, whole):
 # --- whose checkpoint -------------------------------------------------------------------------------------------------
 
 def test_a_checkpoint_of_another_run_is_passed_over_and_kept(tmp_path, whole, capsys):
-    run = unfinished(whole, tmp_path / "run")
+    run = copy_unfinished(whole, tmp_path / "run")
     newest = run / "checkpoints" / "checkpoint-16"
     manifest = json.loads((newest / CHECKPOINT_MANIFEST).read_text())
     manifest["run"] = run_identity(config(run, learning_rate=5e-4, max_steps=60))  # copied in from another run
@@ -128,7 +98,7 @@ def test_the_best_steps_checkpoint_survives_pruning(tmp_path):
 
 
 def test_a_torn_best_is_rebuilt_from_its_checkpoint(tmp_path, whole, capsys):
-    run = unfinished(whole, tmp_path / "run")
+    run = copy_unfinished(whole, tmp_path / "run")
     os.truncate(run / "best" / ADAPTER_WEIGHTS_NAME, 64)
     capsys.readouterr()
     train(config(run), resume=True, progress=False)
@@ -140,7 +110,7 @@ def test_a_torn_best_is_rebuilt_from_its_checkpoint(tmp_path, whole, capsys):
 # --- a run somewhere else, a run without its config ----------------------------------------------------------------
 
 def test_a_moved_run_resumes_and_is_reused_where_it_is(tmp_path, whole, capsys):
-    run = unfinished(whole, tmp_path / "moved", keep_place=True)  # config.json still names the old folder
+    run = copy_unfinished(whole, tmp_path / "moved", keep_place=True)  # config.json still names the old folder
     capsys.readouterr()
     assert main(["train", "--config", str(run / "config.json"), "--resume", "--no-progress"]) == 0  # the command Ctrl-C prints
     assert f"[moved] {run} was made in {whole}" in capsys.readouterr().out
@@ -151,7 +121,7 @@ def test_a_moved_run_resumes_and_is_reused_where_it_is(tmp_path, whole, capsys):
 
 
 def test_a_run_without_config_json_is_resumed_not_overwritten(tmp_path, whole, capsys):
-    run = unfinished(whole, tmp_path / "run")
+    run = copy_unfinished(whole, tmp_path / "run")
     (run / "config.json").unlink()
     with pytest.raises(RunError, match="whose config.json is missing; its checkpoints belong to these settings: pass --resume") as e:
         train(config(run), progress=False)
