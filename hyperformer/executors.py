@@ -183,17 +183,26 @@ class LocalPool(ProcessPoolExecutor):
             if process.is_alive(): process.terminate()
 
 # %% ../nbs/10a_executors.ipynb #799bd4dc
+def _call_with_threads(threads:int, fn:Callable, args:tuple, kwargs:dict) -> Any:
+    "`fn(*args, **kwargs)` with `threads` torch math threads: a job's share of the cores it runs on."
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ[name] = str(threads)
+    import torch
+    torch.set_num_threads(threads)
+    return fn(*args, **kwargs)
+
 class SubmititExecutor:
     "One submitit job per run: on Slurm (`cluster='slurm'`) or as local subprocesses (`'local'`), logs in the run's log folder."
     def __init__(self, cluster:str="slurm", # "slurm" | "local"
                  options:dict|str|None=None, # partition, time, gpus, cpus, mem, sbatch (see `executor_options`)
                  jobs_at_once:int|None=None, # runs in flight at once (None: all; Slurm queues them)
                  folder:str|Path="submitit-logs", # log folder of jobs submitted with plain `submit`
+                 threads:int|None=None, # math threads per job (None: local, usable cores // jobs_at_once; Slurm, `cpus` if given)
                 ):
         from submitit import AutoExecutor  # a missing submitit fails here, not at the first run
         if cluster not in ("slurm", "local"): raise ValueError(f"cluster={cluster!r} must be 'slurm' or 'local'")
         self.cluster, self.options, self.jobs_at_once, self.folder = cluster, executor_options(options), jobs_at_once, Path(folder)
         self._auto = AutoExecutor
+        self.threads = threads or (max(1, usable_cores() // (jobs_at_once or 1)) if cluster == "local" else self.options.get("cpus"))
 
     def parameters(self) -> dict:
         "The submitit parameters of the options (AutoExecutor names)."
@@ -215,7 +224,8 @@ class SubmititExecutor:
 
     def submit_logged(self, log_dir:str|Path, fn:Callable, /, *args, **kwargs) -> tuple[Any, Path]:
         "(submitit job, its log file): `fn` submitted as one job whose files go to `log_dir`."
-        job = self.executor(log_dir).submit(fn, *args, **kwargs)
+        ex = self.executor(log_dir)
+        job = ex.submit(_call_with_threads, self.threads, fn, args, kwargs) if self.threads else ex.submit(fn, *args, **kwargs)
         return job, Path(job.paths.stdout)
 
     def submit(self, fn:Callable, /, *args, **kwargs) -> Any: return self.submit_logged(self.folder, fn, *args, **kwargs)[0]
