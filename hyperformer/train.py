@@ -32,19 +32,19 @@ from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 from .data import (DataUnavailableError, Seq2SeqCollator, TemperatureSampler, generation_length, load_splits,
                               preprocess)
 from .metrics import compute_task_metrics, count_invalid, glue_average
-from .model import has_local_weights, model_family, resolve_model_path
+from .model import check_model_folder, has_local_weights, model_family, resolve_model_path
 from .data import EncoderCollator, encode_task, evaluation_rows, head_labels, head_num_labels
 from .metrics import METRICS, postprocess_texts
 
 # %% auto #0
 __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
-           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'RUN_MARKER', 'RUN_LOCK', 'RUN_ENTRIES',
-           'TRAIN_LOSS_FILE', 'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES', 'ExperimentConfig',
-           'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks', 'build_model',
-           'make_collator', 'check_target_length', 'build_datasets', 'decode_tokens', 'generate_predictions',
-           'evaluate_tasks', 'head_predictions', 'head_metrics', 'write_json', 'append_jsonl', 'read_jsonl',
-           'replace_dir', 'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite', 'clear_run_dir',
-           'RunLock', 'HyperFormerTrainer', 'checkpoint_loss_sum', 'write_predictions', 'run_identity',
+           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'ENCODER_INIT', 'RUN_MARKER', 'RUN_LOCK',
+           'RUN_ENTRIES', 'TRAIN_LOSS_FILE', 'CHECKPOINT_MANIFEST', 'KEEP_CHECKPOINTS', 'RUN_INDEPENDENT_MODULES',
+           'ExperimentConfig', 'make_config', 'RunError', 'build_tokenizer', 'read_run_config', 'model_tasks',
+           'build_model', 'make_collator', 'check_target_length', 'build_datasets', 'decode_tokens',
+           'generate_predictions', 'evaluate_tasks', 'head_predictions', 'head_metrics', 'write_json', 'append_jsonl',
+           'read_jsonl', 'replace_dir', 'latest_checkpoint', 'write_run_marker', 'is_run_dir', 'check_overwrite',
+           'clear_run_dir', 'RunLock', 'HyperFormerTrainer', 'checkpoint_loss_sum', 'write_predictions', 'run_identity',
            'write_checkpoint_manifest', 'checkpoint_problem', 'usable_checkpoint', 'prune_checkpoints',
            'interrupt_deferred', 'disk_full_error', 'best_dir_problem', 'prepare_resume', 'fewshot_copies',
            'init_from_source', 'head_label_map', 'check_precision', 'code_identity', 'run_status',
@@ -188,6 +188,13 @@ def _task_tuple(tasks) -> tuple[str, ...]:
     if isinstance(tasks, str): tasks = [t for t in tasks.split(",") if t.strip()]
     return tuple(get_task(t.strip() if isinstance(t, str) else t).name for t in tasks)
 
+ENCODER_INIT = "zero-scale"  # the adapter init of encoder backbones unless one is given (T5 keeps the paper's)
+
+def _is_encoder(model:str) -> bool:
+    "Whether `model` names an encoder backbone (a family with task heads); False when its family cannot be told offline."
+    try: return model_family(model).task_heads
+    except (OSError, ValueError): return False
+
 def make_config(profile:str="smoke", # smoke | paper | reference | cpu
                 **overrides, # any ExperimentConfig field; None means "profile default"
                ) -> ExperimentConfig:
@@ -202,6 +209,7 @@ def make_config(profile:str="smoke", # smoke | paper | reference | cpu
     if overrides.get("model") is not None and overrides.get("pretrained") is None and has_local_weights(values["model"]):
         values["pretrained"] = True  # the packaged MiniLM or a checkpoint folder: its weights, not a random model of its shape
     if values["pretrained"] and overrides.get("tokenizer") is None: values["tokenizer"] = None  # pretrained weights, own tokenizer
+    if overrides.get("init") is None and _is_encoder(values["model"]): values["init"] = ENCODER_INIT  # identity adapters at step 0
     if isinstance(values["learning_rate"], dict): values["learning_rate"] = values["learning_rate"][values["method"]]
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]
@@ -223,6 +231,7 @@ def build_tokenizer(config:ExperimentConfig):
     from transformers import AutoTokenizer, ByT5Tokenizer
     if config.tokenizer == "byt5": return ByT5Tokenizer()
     name = config.tokenizer or config.model
+    if config.tokenizer is None: check_model_folder(name, weights=False)  # tokenizer files there, ids that fit the model
     try: return AutoTokenizer.from_pretrained(resolve_model_path(name))
     except OSError as e: raise RunError(f"could not load the tokenizer {name!r} ({e}). {_offline_hint()}") from e
 

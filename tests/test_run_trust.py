@@ -16,7 +16,7 @@ import torch
 from helpers import copy_unfinished, fault_config as config, same_outcome
 from hyperformer.cli import main
 from hyperformer.model import ADAPTER_WEIGHTS_NAME, HyperFormerModel
-from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, TRAIN_LOSS_FILE, RunError, RunLock, _checkpoints,
+from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, TRAIN_LOSS_FILE, RunError, RunLock, _checkpoints, make_config,
                                prune_checkpoints, read_jsonl, run_identity, train, write_checkpoint_manifest, write_json,
                                write_run_marker)
 
@@ -146,6 +146,15 @@ def test_a_run_killed_before_its_first_checkpoint_is_replaced_by_other_settings_
     assert "[replace]" in out and "stopped before its first checkpoint or evaluation (killed, e.g. for lack of memory" in out
     assert "taking over the lock of process 999999999" in out
     assert (run / "result.json").is_file() and not (run / RUN_LOCK).exists()
+
+
+def test_train_refuses_a_model_folder_without_tokenizer_files_before_making_a_run(tmp_path):
+    from hyperformer.model import ModelFolderError, build_base_model
+    folder = tmp_path / "bert"
+    build_base_model("bert-tiny").save_pretrained(folder)  # weights and config.json, no tokenizer
+    with pytest.raises(ModelFolderError, match=f"no tokenizer files in {folder}"):
+        train(make_config("smoke", model=str(folder), tasks="rte", max_steps=2, output_dir=str(tmp_path / "run")), progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 # --- the lock -----------------------------------------------------------------------------------------------------------
