@@ -21,7 +21,7 @@ from .data import evaluation_rows, head_labels, head_num_labels, load_sample, lo
 from .metrics import glue_average
 from .model import ParameterCount, parameter_report
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, get_task
-from .train import PROFILES, ExperimentConfig, RunError, _run_status, head_metrics, make_config, read_jsonl, train
+from .train import PROFILES, ExperimentConfig, RunError, head_metrics, make_config, read_jsonl, run_status, train
 from .executors import Job, SweepError, make_executor, run_jobs
 
 # %% auto #0
@@ -67,7 +67,7 @@ def run_experiment(root:str|Path|None=None, # folder holding the runs (default: 
                   ) -> dict:
     "Train (or reuse) the run of `overrides` under `root`; a run made by other code is retrained. Carries `output_dir` and `reused`."
     config = run_config(root, profile, **overrides)
-    status = _run_status(config)
+    status = run_status(config)
     stale = not reuse_stale and status == "stale"
     if stale: print(f"[stale] {config.output_dir} was made by other code; training it again with this code", flush=True)
     result = train(config, resume=resume and status == "unfinished", progress=progress, overwrite=stale, reuse_stale=reuse_stale)

@@ -28,6 +28,16 @@ FAULT_ARGS = ["train", "--profile", "smoke", "--method", "hyperformer++", "--tas
               "--eval-steps", "4", "--max-eval-samples", "16", "--no-progress"]
 
 
+# The console script with tests/fault_plugin.py loaded first: HYPERFORMER_FAULT=phase[:step] (`fault_env`) SIGKILLs it then
+FAULT_CLI = [sys.executable, "-c", "import sys, fault_plugin; from hyperformer.cli import main; sys.exit(main())"]
+
+
+def fault_env(env:dict, fault:str) -> dict:
+    "`env` for a `FAULT_CLI` process killed at `fault` (phase[:step], see fault_plugin.py)."
+    tests = str(Path(__file__).resolve().parent)
+    return {**env, "HYPERFORMER_FAULT": fault, "PYTHONPATH": os.pathsep.join(p for p in (tests, env.get("PYTHONPATH")) if p)}
+
+
 def fault_config(run, **changes):
     "The config of the FAULT run in `run`, with `changes`."
     return make_config("smoke", **{**FAULT, **changes}, output_dir=str(run))

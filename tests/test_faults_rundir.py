@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from hyperformer.cli import main
 from hyperformer.config import atomic_write, atomic_write_text
 from hyperformer.model import ADAPTER_WEIGHTS_NAME
-from helpers import FAULT_ARGS, copy_unfinished, evals, fault_config as config, same_outcome
+from helpers import FAULT_ARGS, FAULT_CLI, copy_unfinished, evals, fault_config as config, fault_env, same_outcome
 from hyperformer.train import (CHECKPOINT_MANIFEST, RUN_LOCK, RUN_MARKER, RunError, RunLock, _restore_best_dir,
                                read_jsonl, train, write_checkpoint_manifest, write_run_marker)
 
@@ -152,7 +152,7 @@ def test_sigkill_at_several_moments_then_resume_matches_the_uninterrupted_run(tm
     procs = {}
     for kill in KILLS:  # all at once: they overlap their start-up
         run = tmp_path / kill.replace(":", "-")
-        procs[kill] = (run, subprocess.Popen(CLI + FAULT_ARGS + ["--output-dir", str(run)], env={**ENV, "HYPERFORMER_FAULT": kill},
+        procs[kill] = (run, subprocess.Popen(FAULT_CLI + FAULT_ARGS + ["--output-dir", str(run)], env=fault_env(ENV, kill),
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.umask(0o027)))
     for kill, (run, proc) in procs.items():
         _, err = proc.communicate(timeout=300)
