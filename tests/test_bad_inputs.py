@@ -1,4 +1,4 @@
-"""Bad values and bad inputs (issue 9): each is refused with a clear error naming the file (and line) or the flag, the
+"""Bad values and bad inputs: each is refused with a clear error naming the file (and line) or the flag, the
 bad value and the fix, or is made to work. CLI cases run `hyperformer.cli.main` in-process; a few run the console
 script as a user types it. Bad files are written into `tmp_path`."""
 import contextlib

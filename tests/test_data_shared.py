@@ -15,8 +15,13 @@ from hyperformer.tasks import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HYPERFORMER_SHARED_DATA", REPO.parent / "shared" / "data"))
-needs_shared = pytest.mark.skipif(not (SHARED / "PROVENANCE.md").exists(),
-                                  reason=f"real task data not found at {SHARED} (set HYPERFORMER_SHARED_DATA)")
+_no_shared = pytest.mark.skipif(not (SHARED / "PROVENANCE.md").exists(),
+                                reason=f"real task data not found at {SHARED} (set HYPERFORMER_SHARED_DATA)")
+
+
+def needs_shared(test):
+    "Skip `test` without the real task data, and mark it `needs_data` (`pytest -m 'not needs_data'` leaves it out)."
+    return pytest.mark.needs_data(_no_shared(test))
 
 # file in ../shared/data -> (task, source split) for every complete split listed in its PROVENANCE.md
 COMPLETE = {"CoLA/train.tsv": ("cola", "train"), "CoLA/dev.tsv": ("cola", "validation"),

@@ -18,8 +18,16 @@ def _minilm_installed() -> bool:
     except Exception: return False
 
 
-needs_real = pytest.mark.skipif(shared_data_dir() is None or not _minilm_installed(),
-                                reason="needs ../shared/data and the MiniLM wheel (make install)")
+def real_data_available() -> bool:
+    "Whether ../shared/data and the pretrained MiniLM wheel are both there."
+    return shared_data_dir() is not None and _minilm_installed()
+
+
+def needs_real(test):
+    "Skip `test` without ../shared/data or the MiniLM wheel, and mark it `needs_data` (`pytest -m 'not needs_data'`)."
+    skip = pytest.mark.skipif(not real_data_available(), reason="needs ../shared/data and the MiniLM wheel (make install)")
+    return pytest.mark.needs_data(skip(test))
+
 
 SHORT = dict(tasks="rte,mnli", methods="finetune,adapters,hyperformer++", seeds="0", max_steps=4, eval_steps=2,
              max_eval_samples=16, fewshot_tasks="cb", k_grid="4", fewshot_steps=2, lowres_sizes="32",

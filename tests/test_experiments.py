@@ -1,4 +1,8 @@
-"""Experiment notebooks under papermill, as a user runs them: parameters, artefacts, reuse of finished runs."""
+"""Experiment notebooks under papermill, as a user runs them: parameters, artefacts, reuse of finished runs.
+
+exp_table1 and exp_table2 execute here and nowhere else in `make test` (test_notebooks.py leaves them out): exp_table2
+once on one task (plus a paper-profile run that stops at its first training), exp_table1 once, then a second time that
+must reuse every run of the first."""
 import json
 import os
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Faults on the model side (issue 9): adapter weights always from the current parameters, conditioning scoped to one call
+"""Faults on the model side: adapter weights always from the current parameters, conditioning scoped to one call
 of the wrapper, refused checkpoints (non-finite, corrupt, other base weights). CPU, offline, tiny models."""
 import json
 import os
