@@ -237,7 +237,7 @@ def check_precision(precision:str, # fp32 | bf16 | fp16
 def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTrainingArguments:
     cuda = torch.cuda.is_available()
     check_precision(config.precision, cuda)
-    release_process_group_at_exit()  # the arguments below open the process group under torchrun; see the next section
+    release_process_group_at_exit()  # the arguments below open the process group under torchrun; see the section above
     return Seq2SeqTrainingArguments(
         output_dir=str(Path(config.output_dir) / "checkpoints"), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.eval_batch_size,
