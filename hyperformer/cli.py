@@ -157,12 +157,12 @@ def run_eval(args:argparse.Namespace) -> int:
 from fastcore.docments import docments
 
 from . import __version__
-from .config import ABLATIONS, INIT_REGIMES
+from .config import ABLATIONS, INIT_REGIMES, PRECISION_MODES
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, SPLIT_PROTOCOLS
-from .train import DATA_SOURCES, FEWSHOT_MODES, LOSS_REDUCTIONS, LR_SCHEDULERS, PRECISIONS, SAMPLING_MODES
+from .train import DATA_SOURCES, FEWSHOT_MODES, LOSS_REDUCTIONS, LR_SCHEDULERS, SAMPLING_MODES
 
 FIELD_CHOICES = dict(method=METHODS, lr_scheduler=LR_SCHEDULERS, loss_reduction=LOSS_REDUCTIONS, sampling=SAMPLING_MODES,
-                     precision=PRECISIONS, split_protocol=SPLIT_PROTOCOLS, data_source=DATA_SOURCES,
+                     precision=PRECISION_MODES, split_protocol=SPLIT_PROTOCOLS, data_source=DATA_SOURCES,
                      ablation=tuple(ABLATIONS), init=INIT_REGIMES, fewshot_train=FEWSHOT_MODES)
 
 def profile_in_argv(argv:list[str]) -> str|None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ABLATIONS, METHODS, check_choice, check_field_types, check_positive_float, check_positive_int
-from .config import check_seed, check_task_count
+from .config import check_seed, check_task_count, resolve_precision
 from .model import has_local_weights, model_family
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 
@@ -38,7 +38,7 @@ PROFILES = {
     "cpu": dict(model="minilm", pretrained=True, tokenizer=None, data_source="auto", max_steps=300, batch_size=16,
                 eval_batch_size=64, learning_rate=CPU_LEARNING_RATES, lr_scheduler="linear", warmup_steps=30, eval_steps=150,
                 loss_reduction="mean", split_protocol="paper", stale_momentum=False, max_target_length=16, init="zero-scale",
-                max_eval_samples=150),
+                max_eval_samples=150, precision="auto"),
 }
 
 LR_SCHEDULERS, LOSS_REDUCTIONS, SAMPLING_MODES = ("constant", "linear"), ("mean", "sum"), ("task", "mixed")
@@ -80,7 +80,7 @@ class ExperimentConfig:
     sampler_seed:int # batch sampler (default: seed)
     split_protocol:str # paper | reference
     stsb_rounding:float|None # None: the protocol's (0.2 paper, 0.1 reference)
-    precision:str # fp32 | bf16 | fp16
+    precision:str # fp32 | bf16 | fp16: what the run trains in (make_config resolves "auto")
     max_source_length:int # source tokens
     max_target_length:int # target tokens
     gradient_accumulation_steps:int # batches per optimiser step
@@ -185,6 +185,7 @@ def make_config(profile:str="smoke", # smoke | paper | reference | cpu
         values["pretrained"] = True  # the packaged MiniLM or a checkpoint folder: its weights, not a random model of its shape
     if values["pretrained"] and overrides.get("tokenizer") is None: values["tokenizer"] = None  # pretrained weights, own tokenizer
     if overrides.get("init") is None and _is_encoder(values["model"]): values["init"] = ENCODER_INIT  # identity adapters at step 0
+    values["precision"] = resolve_precision(values["precision"])  # auto: bf16 where this machine trains natively in it; recorded as used
     if isinstance(values["learning_rate"], dict): values["learning_rate"] = values["learning_rate"][values["method"]]
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]
