@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -52,12 +53,10 @@ def __getattr__(name:str):
 
 # %% ../nbs/05_data.ipynb #7a3a72a8
 def shared_data_dir() -> Path|None:
-    "The folder of real raw task files beside the checkout (`../shared/data`, or `$HYPERFORMER_SHARED_DATA`), or None."
+    "Deprecated: the folder `$HYPERFORMER_SHARED_DATA` names when it holds the raw task files (its `PROVENANCE.md`), else None."
+    warnings.warn("shared_data_dir is deprecated: pass the folder of raw task files as data_dir", DeprecationWarning, stacklevel=2)
     env = os.environ.get("HYPERFORMER_SHARED_DATA")
-    here = Path.cwd()
-    candidates = [Path(env)] if env else [p / "shared" / "data" for p in (here.parent.parent, here.parent)]
-    return next((p for p in candidates if (p / "PROVENANCE.md").exists()), None)
-
+    return Path(env) if env and (Path(env) / "PROVENANCE.md").exists() else None
 
 # %% ../nbs/05_data.ipynb #ef0a1e59
 class Seq2SeqCollator:

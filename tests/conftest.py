@@ -8,6 +8,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The real task data, for what reads only the variable: notebooks a test executes and the deprecated
+# `hyperformer.data.shared_data_dir` (the library guesses no folder; tests/shared_data.py knows this layout).
+from shared_data import shared_data_dir  # noqa: E402
+if shared_data_dir() is not None: os.environ.setdefault("HYPERFORMER_SHARED_DATA", str(shared_data_dir()))
+
 # One temporary runs root per test process (results/ lands beside it). Under pytest-xdist each worker inherits the
 # controller's environment, so a root this file made is replaced by the worker's own: two workers running notebooks of
 # the same experiment must not train into, lock or reuse each other's run directories.

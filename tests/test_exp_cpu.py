@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from hyperformer.data import shared_data_dir
 from hyperformer.model import minilm_path
 
+from shared_data import shared_data_dir
 from test_experiments import run_notebook
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
