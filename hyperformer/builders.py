@@ -9,7 +9,6 @@ from typing import Any
 
 from transformers import set_seed
 
-from .config import ABLATIONS, AdapterConfig
 from .model import (HyperFormerModel, add_cross_attention_bias, build_base_model, check_model_folder,
                     checkpoint_cross_attention_bias, load_base_model, resolve_model_path)
 from .data import (DataUnavailableError, EncoderCollator, Seq2SeqCollator, encode_task, evaluation_rows, generation_length,
@@ -42,9 +41,7 @@ def build_model(config:ExperimentConfig, tokenizer=None) -> HyperFormerModel:
     if tokenizer is not None and len(tokenizer) > base.config.vocab_size:
         raise RunError(f"the tokenizer has {len(tokenizer)} tokens but {backbone.model!r} embeds {base.config.vocab_size}; use a matching tokenizer")
     set_seed(config.seed)
-    adapter_config = AdapterConfig(method=config.method, tasks=model_tasks(config), reduction_factor=config.reduction_factor,
-                                   init=config.init, **ABLATIONS[config.ablation])
-    model = HyperFormerModel(base, adapter_config, _head_sizes(base, config))
+    model = HyperFormerModel(base, config.adapter_config(model_tasks(config)), _head_sizes(base, config))
     if config.init_from: init_from_source(model, config)
     return model
 

@@ -11,15 +11,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ABLATIONS, METHODS, check_choice, check_field_types, check_positive_float, check_positive_int
-from .config import check_seed, check_task_count, resolve_precision
+from .config import ABLATIONS, AdapterConfig, check_choice, check_field_types, check_positive_float, check_positive_int
+from .config import check_seed, resolve_precision
 from .model import has_local_weights, model_family
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 
 # %% auto #0
 __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
-           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'BASE_DEFAULTS', 'ENCODER_INIT', 'ExperimentConfig',
-           'make_config', 'RunError', 'read_run_config', 'model_tasks']
+           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'ADAPTER_KNOBS', 'BASE_DEFAULTS', 'ENCODER_INIT',
+           'ExperimentConfig', 'make_config', 'RunError', 'read_run_config', 'model_tasks']
 
 # %% ../nbs/07a_experiment_config.ipynb #19043a08
 CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
@@ -54,6 +54,8 @@ for _profile, _released in (("smoke", False), ("paper", False), ("reference", Tr
     PROFILES[_profile].update(optimizer=OPTIMIZERS[_released], cross_attention_bias=_released, decode_length=DECODE_LENGTHS[_released])
 
 # %% ../nbs/07a_experiment_config.ipynb #17ec056b
+ADAPTER_KNOBS = tuple(f.name for f in dataclasses.fields(AdapterConfig) if f.name not in ("method", "tasks", "reduction_factor", "init"))
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     "Everything that defines a run; build it with `make_config(profile, **overrides)`."
@@ -100,10 +102,24 @@ class ExperimentConfig:
     init_from:str|None # few-shot: a finished multi-task run directory to start from
     fewshot_train:str # paper: method's trainable set | task-only: only the new tasks' own parameters
     output_dir:str # the run directory
+    # AdapterConfig's own knobs (None: the adapter default; an ablation sets some of them): every field of
+    # hyperformer.config.AdapterConfig is reachable from here, hence from the CLI and the notebooks
+    activation:str|None=None # adapter non-linearity, a transformers ACT2FN name (None: gelu_new, as the released configs)
+    task_embedding_dim:int|None=None # t': raw task vector size (None: 512 for hyperformer, 64 for the stack-shared methods)
+    hypernet_input_dim:int|None=None # t: size of the task embedding the hypernetworks read (None: 64)
+    projector_hidden_dim:int|None=None # e: hidden size of the task projector MLP (None: 128)
+    task_projector:bool|None=None # hyperformer: the task projector MLP (None: on)
+    adapter_blocks:bool|None=None # adapters at all (None: on; off trains only the backbone's layer norms)
+    conditional_layer_norm:bool|None=None # hypernet methods: generated adapter layer norm (None: on)
+    train_t5_layer_norms:bool|None=None # adapter methods also train the backbone's layer norms (None: on)
+    init_std:float|None=None # std of every added linear layer's weight (None: 1e-2)
+    adapter_norm_eps:float|None=None # eps of the adapter's post layer norm (None: 1e-5)
+    hypernet_norm_eps:float|None=None # eps of the layer norm on the projected task embedding (None: 1e-6)
+    hypernet_layer_norm:bool|None=None # stack-shared hypernetworks: layer norm on the projected embedding (None: on)
 
     def __post_init__(self):
         check_field_types(ExperimentConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
-        check_choice("profile", self.profile, tuple(PROFILES)); check_choice("method", self.method, METHODS)
+        check_choice("profile", self.profile, tuple(PROFILES))
         check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS); check_choice("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         check_choice("sampling", self.sampling, SAMPLING_MODES); check_choice("precision", self.precision, PRECISIONS)
         check_choice("data_source", self.data_source, DATA_SOURCES); check_choice("split_protocol", self.split_protocol, SPLIT_PROTOCOLS)
@@ -113,21 +129,34 @@ class ExperimentConfig:
         for t in self.tasks + self.eval_tasks: get_task(t)  # unknown task: error lists the known ones
         for name in ("max_steps", "batch_size", "eval_batch_size", "eval_steps", "gradient_accumulation_steps", "max_source_length", "max_target_length"):
             check_positive_int(name, getattr(self, name))
-        if not self.learning_rate > 0: raise ValueError(f"learning_rate={self.learning_rate!r} must be > 0")
         if not 0 <= self.label_smoothing < 1: raise ValueError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.n_train is not None and self.n_train < 1: raise ValueError(f"n_train={self.n_train!r} must be a positive integer or None")
-        check_task_count(self.method, self.tasks)
+        self.adapter_config()  # the method, its task count and every adapter knob: checked once, by AdapterConfig
         if self.init_from is None and not set(self.eval_tasks) <= set(self.tasks):
             raise ValueError(f"eval_tasks {sorted(set(self.eval_tasks) - set(self.tasks))} are not training tasks {self.tasks}")
         _check_values(self)
 
-    def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+    def adapter_config(self, tasks:tuple[str, ...]|None=None, # the model's tasks (default: the training tasks)
+                      ) -> AdapterConfig:
+        "The run's `AdapterConfig`: method, tasks, r, init, the ablation's switches and the adapter knobs given here."
+        knobs = {k: getattr(self, k) for k in ADAPTER_KNOBS if getattr(self, k) is not None}
+        ablated = ABLATIONS[self.ablation]
+        clash = [f"{k}={knobs[k]!r}" for k, v in ablated.items() if k in knobs and knobs[k] != v]
+        if clash: raise ValueError(f"ablation={self.ablation!r} sets {', '.join(f'{k}={v!r}' for k, v in ablated.items())}, "
+                                   f"but {', '.join(clash)} was given; drop one of them")
+        return AdapterConfig(method=self.method, tasks=tuple(tasks or self.tasks), reduction_factor=self.reduction_factor,
+                             init=self.init, **{**knobs, **ablated})
+
+    def to_dict(self) -> dict:
+        "The fields as JSON values; adapter knobs left at their default (None) are left out, as in runs made before they existed."
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in ADAPTER_KNOBS and v is None)}
     @classmethod
     def from_dict(cls, d:dict) -> ExperimentConfig:
         check_field_types(cls, d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name not in ADAPTER_KNOBS]
         if missing: raise ValueError(f"the experiment config lacks {missing}; a complete config is written by `hyperformer train` (a partial one: use make_config)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     def replace(self, **changes) -> ExperimentConfig: return dataclasses.replace(self, **changes)

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from hyperformer.data import shared_data_dir
 from hyperformer.train import read_jsonl
 
 from helpers import cli
+from shared_data import shared_data_dir
 from test_exp_cpu import needs_real
 
 
