@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .methods import ADAPTERS_SHARED, HYPERFORMER_PP, get_method, method_names
+
 from transformers.activations import ACT2FN
 
 # %% auto #0
@@ -19,11 +21,11 @@ __all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'STACK_HYPERNET_MET
            'atomic_write_text', 'cpu_flags', 'cpu_has_bf16', 'resolve_precision']
 
 # %% ../nbs/00_config.ipynb #a67a14af
-METHODS = ("finetune", "adapters", "adapters-shared", "hyperformer", "hyperformer++", "hyperformer-shared-layers")
-ADAPTER_METHODS = METHODS[1:]
-HYPERNET_METHODS = ("hyperformer", "hyperformer++", "hyperformer-shared-layers")
-STACK_HYPERNET_METHODS = ("hyperformer++", "hyperformer-shared-layers")  # one projector (+ layer norm) per stack, z of size t
-SINGLE_TASK_METHODS = ("adapters",)  # one model per task, as in the paper
+METHODS = method_names()  # the registered methods, in registration order
+ADAPTER_METHODS = method_names(adapters=True)
+HYPERNET_METHODS = method_names(is_hypernet=True)
+STACK_HYPERNET_METHODS = method_names(hypernetwork="per-stack")  # one projector (+ layer norm) per stack, z of size t
+SINGLE_TASK_METHODS = method_names(single_task=True)  # one model per task, as in the paper
 INIT_REGIMES = ("faithful", "gamma-offset", "identity", "zero-scale")
 MAX_TASKS = 10_000  # tasks of one model; far above any experiment, low enough to count parameters in seconds
 
@@ -56,9 +58,9 @@ def positive_int_arg(text:str, maximum:int|None=None) -> int:
 
 def check_task_count(method:str, tasks:tuple) -> None:
     "A single-task method (`adapters`: one model per task, as in the paper) takes exactly one task."
-    if method in SINGLE_TASK_METHODS and len(tasks) != 1:
+    if method in method_names(single_task=True) and len(tasks) != 1:
         raise ValueError(f"method={method!r} trains one task per model but tasks={tuple(tasks)}; "
-                         "use method='adapters-shared' for one multi-task model, or train one model per task")
+                         f"use method={ADAPTERS_SHARED!r} for one multi-task model, or train one model per task")
 
 
 # %% ../nbs/00_config.ipynb #17159e25
@@ -125,7 +127,7 @@ def check_field_types(cls:type, # a dataclass
 @dataclass(frozen=True)
 class AdapterConfig:
     "How adapters are added to a T5 model. Frozen and validated on creation."
-    method:str="hyperformer++" # one of `METHODS`
+    method:str=HYPERFORMER_PP # a registered method (`method_names()`)
     tasks:tuple[str, ...]=("task",) # the run's tasks; a task id is an index into this tuple
     reduction_factor:int=32 # bottleneck d = d_model // reduction_factor (must divide d_model)
     activation:str="gelu_new" # adapter non-linearity (released configs: gelu_new, the tanh GELU)
@@ -140,7 +142,7 @@ class AdapterConfig:
     init_std:float=1e-2 # std of every added linear layer's weight (biases start at 0)
     adapter_norm_eps:float=1e-5 # eps of the adapter's post layer norm
     hypernet_norm_eps:float=1e-6 # eps of HyperFormer++'s layer norm on the projected embedding
-    hypernet_layer_norm:bool=True # STACK_HYPERNET_METHODS: layer norm on the projected embedding (released: unique_hyper_net_layer_norm)
+    hypernet_layer_norm:bool=True # per-stack hypernetworks: layer norm on the projected embedding (released: unique_hyper_net_layer_norm)
 
     def __post_init__(self):
         if isinstance(self.tasks, str): object.__setattr__(self, "tasks", (self.tasks,))
@@ -148,11 +150,12 @@ class AdapterConfig:
         if len(self.tasks) > MAX_TASKS: raise ValueError(f"tasks has {len(self.tasks):,} names, above the limit of {MAX_TASKS:,}")
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.task_embedding_dim is None:
-            object.__setattr__(self, "task_embedding_dim", 64 if self.method in STACK_HYPERNET_METHODS else 512)
+            object.__setattr__(self, "task_embedding_dim", get_method(self.method).task_embedding_dim)
         self._validate()
 
     def _validate(self):
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, method_names())
+        method = get_method(self.method)
         check_choice("init", self.init, INIT_REGIMES)
         check_choice("activation", self.activation, tuple(ACT2FN))
         if not self.tasks: raise ValueError("tasks=() is empty; give at least one task name, e.g. tasks=('rte',)")
@@ -165,24 +168,26 @@ class AdapterConfig:
             check_positive_int(name, getattr(self, name))
         for name in ("init_std", "adapter_norm_eps", "hypernet_norm_eps"):
             if not getattr(self, name) > 0: raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
-        if self.method in STACK_HYPERNET_METHODS and self.task_embedding_dim != self.hypernet_input_dim:
+        per_stack = method.hypernetwork == "per-stack"
+        if per_stack and self.task_embedding_dim != self.hypernet_input_dim:
             raise ValueError(f"{self.method} needs task_embedding_dim == hypernet_input_dim (z, layer and position embeddings "
                              f"share one size), got {self.task_embedding_dim} and {self.hypernet_input_dim}")
-        if self.method in STACK_HYPERNET_METHODS and not self.task_projector:
-            raise ValueError(f"task_projector=False applies to method='hyperformer' only: {self.method} always projects "
+        if per_stack and not self.task_projector:
+            per_site = " or ".join(map(repr, method_names(hypernetwork="per-site")))
+            raise ValueError(f"task_projector=False applies to method={per_site} only: {self.method} always projects "
                              "[task; layer(; position)] through its stack's projector")
-        if not self.hypernet_layer_norm and self.method not in STACK_HYPERNET_METHODS:
-            raise ValueError(f"hypernet_layer_norm=False applies to {' and '.join(STACK_HYPERNET_METHODS)} only "
+        if not self.hypernet_layer_norm and not per_stack:
+            raise ValueError(f"hypernet_layer_norm=False applies to {' and '.join(method_names(hypernetwork='per-stack'))} only "
                              f"(method={self.method!r} has no layer norm on a projected embedding)")
-        if self.method == "hyperformer" and not self.task_projector and self.task_embedding_dim != self.hypernet_input_dim:
+        if method.hypernetwork == "per-site" and not self.task_projector and self.task_embedding_dim != self.hypernet_input_dim:
             raise ValueError(f"without the task projector z feeds the hypernetworks directly, so task_embedding_dim "
                              f"({self.task_embedding_dim}) must equal hypernet_input_dim ({self.hypernet_input_dim}); "
                              f"pass task_embedding_dim={self.hypernet_input_dim}")
 
     @property
-    def is_adapter_method(self) -> bool: return self.method in ADAPTER_METHODS
+    def is_adapter_method(self) -> bool: return get_method(self.method).adapters
     @property
-    def is_hypernet_method(self) -> bool: return self.method in HYPERNET_METHODS
+    def is_hypernet_method(self) -> bool: return get_method(self.method).is_hypernet
     @property
     def n_tasks(self) -> int: return len(self.tasks)
     @property
