@@ -19,7 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .config import (ADAPTER_METHODS, METHODS, SINGLE_TASK_METHODS, AdapterConfig, check_choice, check_positive_int,
+from .methods import ADAPTERS_SHARED, FINETUNE, HYPERFORMER, HYPERFORMER_PP, get_method, method_names
+from .config import (AdapterConfig, check_choice, check_positive_int,
                                 positive_int_arg)
 from .model import T5_ARCHITECTURES, HyperFormerModel, architecture_name, base_config, build_base_model
 
@@ -30,8 +31,8 @@ __all__ = ['DEFAULT_METHODS', 'GENERATION_VARIANTS', 'OPTIMIZERS', 'TARGETS', 'T
            'markdown_report']
 
 # %% ../nbs/09_bench.ipynb #eaf193ec
-DEFAULT_METHODS = ("finetune", "adapters-shared", "hyperformer", "hyperformer++")
-GENERATION_VARIANTS = ("stock", "hyperformer++", "static-adapter")
+DEFAULT_METHODS = (FINETUNE, ADAPTERS_SHARED, HYPERFORMER, HYPERFORMER_PP)
+GENERATION_VARIANTS = ("stock", HYPERFORMER_PP, "static-adapter")
 OPTIMIZERS = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
 TARGETS = {  # (what, limit): ratio <= limit
     "train_time/adapters-shared": 0.80, "train_time/hyperformer": 0.90, "train_time/hyperformer++": 0.80,
@@ -45,7 +46,7 @@ TARGET_SETTING = dict(models=("t5-small", "t5-base"), batch_size=8, source_lengt
 class BenchConfig:
     "What the benchmark measures."
     model:str="t5-small" # built-in architecture (random weights, no download)
-    methods:tuple[str, ...]=DEFAULT_METHODS # methods to train; ratios need "finetune"
+    methods:tuple[str, ...]=DEFAULT_METHODS # methods to train; ratios need FINETUNE, the baseline
     steps:int=20 # timed training steps per round and method
     warmup:int=2 # untimed steps before each round's timed steps
     rounds:int=3 # interleaved rounds; a method's time is the best of its round medians
@@ -53,7 +54,7 @@ class BenchConfig:
     source_length:int=128 # encoder tokens per row
     target_length:int=8 # label tokens per row
     n_tasks:int=8 # tasks of the multi-task methods (GLUE: 8)
-    mixed:tuple[str, ...]=("hyperformer++",) # methods also timed on mixed-task batches
+    mixed:tuple[str, ...]=(HYPERFORMER_PP,) # methods also timed on mixed-task batches
     memory:bool=True # measure peak training memory
     generate:bool=True # measure generation latency
     generate_tokens:int|None=None # fixed output length; None -> target_length
@@ -69,9 +70,9 @@ class BenchConfig:
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         architecture_name(self.model)  # clear error for an unknown shape
         for m in self.methods + self.mixed:
-            check_choice("method", m, METHODS)
+            check_choice("method", m, method_names())
         for m in self.mixed:
-            if m not in ADAPTER_METHODS or m in SINGLE_TASK_METHODS:
+            if not get_method(m).adapters or get_method(m).single_task:
                 raise ValueError(f"mixed-task timing needs a multi-task adapter method, not {m!r}")
         if not self.methods and not self.generate: raise ValueError("nothing to measure: give methods or enable generate")
         for name in ("steps", "rounds", "batch_size", "source_length", "target_length", "n_tasks", "generate_repeats"):
@@ -107,7 +108,7 @@ def synthetic_batches(config:BenchConfig, # sizes, tasks and seed
 
 def bench_tasks(config:BenchConfig, method:str) -> tuple[str, ...]:
     "The task names a method's model serves (one for `adapters`)."
-    return ("task0",) if method in SINGLE_TASK_METHODS else tuple(f"task{i}" for i in range(config.n_tasks))
+    return ("task0",) if get_method(method).single_task else tuple(f"task{i}" for i in range(config.n_tasks))
 
 def build_bench_model(config:BenchConfig, method:str) -> HyperFormerModel:
     "A `HyperFormerModel` of `method` on a seeded random base of `config.model`, on the benchmark device."
@@ -129,7 +130,7 @@ class TrainLoop:
 
     def prepare(self, batch:dict[str, Tensor]) -> dict[str, Tensor]:
         "The batch as this model takes it: a single-task `adapters` model sees every row as its task 0."
-        if self.method not in SINGLE_TASK_METHODS: return batch
+        if not get_method(self.method).single_task: return batch
         return {**batch, "task_ids": torch.zeros_like(batch["task_ids"])}
 
     def step(self, batch:dict[str, Tensor]) -> None:
@@ -186,11 +187,11 @@ def generation_variants(config:BenchConfig) -> dict[str, Callable[[dict[str, Ten
     device, n = config.resolved_device, config.output_tokens
     kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
     stock = build_base_model(config.model, seed=config.seed).to(device).eval()
-    hyper = build_bench_model(config, "hyperformer++").eval()
+    hyper = build_bench_model(config, HYPERFORMER_PP).eval()
     static = hyper.export_static_adapter(0).eval()
     return {
         "stock": lambda b: stock.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **kwargs),
-        "hyperformer++": lambda b: hyper.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+        HYPERFORMER_PP: lambda b: hyper.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                                    task_ids=torch.zeros_like(b["task_ids"]), **kwargs),
         "static-adapter": lambda b: static.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **kwargs),
     }
@@ -253,8 +254,8 @@ def run_benchmark(config:BenchConfig, # what to measure
                     memory[method]["peak_bytes"] = memory[method]["state_bytes"] + peak
                 log(f"round {r + 1}/{config.rounds} {method}{' (mixed)' if is_mixed else ''}: "
                     f"median {medians[(method, is_mixed)][-1] * 1e3:.1f} ms/step")
-        base_time = min(medians[("finetune", False)]) if "finetune" in config.methods else None
-        base_memory = memory.get("finetune", {}).get("peak_bytes")
+        base_time = min(medians[(FINETUNE, False)]) if FINETUNE in config.methods else None
+        base_memory = memory.get(FINETUNE, {}).get("peak_bytes")
         training = {}
         for m in config.methods:
             t = min(medians[(m, False)])
@@ -321,8 +322,8 @@ def format_report(result:dict) -> str:
 
 def _methods(text:str) -> tuple[str, ...]:
     methods = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in methods if m not in METHODS]
-    if bad: raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    bad = [m for m in methods if m not in method_names()]
+    if bad: raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(method_names())}")
     return methods
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:

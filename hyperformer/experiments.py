@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import SINGLE_TASK_METHODS, check_choice, check_positive_int
+from .config import check_choice, check_positive_int
+from .methods import ADAPTERS_SHARED, FINETUNE, HYPERFORMER_PP, get_method
 from collections import Counter
 
 from .data import evaluation_rows, head_labels, head_num_labels, load_sample, load_splits
@@ -292,7 +293,7 @@ def multitask_plan(methods:tuple[str, ...], # methods of the table
     "A `sweep` plan: one multi-task run per method, or one run per task for single-task methods (equal share of `max_steps`)."
     plan = []
     for method in methods:
-        if method not in SINGLE_TASK_METHODS:
+        if not get_method(method).single_task:
             plan.append(({"method": method}, {"method": method, "tasks": ",".join(tasks), "max_steps": max_steps, "eval_steps": eval_steps}))
             continue
         share = None if max_steps is None else max(1, math.ceil(max_steps / len(tasks)))
@@ -378,20 +379,20 @@ def claim_checks(scores:pd.DataFrame, # tidy seed-mean test scores: method, task
              "measured": f"{len(above) - len(below)} of {len(above)} (method, task) pairs above"
                          + ("" if below.empty else "; not: " + ", ".join(f"{m}/{t} ({d:+.1f})" for m, t, d in below[["method", "task", "margin"]].values)),
              "met": below.empty}]
-    for method, tolerance in (("hyperformer++", 1.0), ("adapters-shared", 1.5)):
-        if method not in avg or "finetune" not in avg: continue
-        gap = avg[method] - avg["finetune"]
-        rows.append({"target": f"{method} within {tolerance} point(s) of finetune's average",
-                     "measured": f"{avg[method]:.2f} vs {avg['finetune']:.2f} ({gap:+.2f})", "met": gap >= -tolerance})
-    if "hyperformer++" in trained_percent:
-        share = trained_percent["hyperformer++"]
-        rows.append({"target": "hyperformer++ trains at most 1 % of the backbone per task", "measured": f"{share:.3f} %", "met": share <= 1.0})
+    for method, tolerance in ((HYPERFORMER_PP, 1.0), (ADAPTERS_SHARED, 1.5)):
+        if method not in avg or FINETUNE not in avg: continue
+        gap = avg[method] - avg[FINETUNE]
+        rows.append({"target": f"{method} within {tolerance} point(s) of {FINETUNE}'s average",
+                     "measured": f"{avg[method]:.2f} vs {avg[FINETUNE]:.2f} ({gap:+.2f})", "met": gap >= -tolerance})
+    if HYPERFORMER_PP in trained_percent:
+        share = trained_percent[HYPERFORMER_PP]
+        rows.append({"target": f"{HYPERFORMER_PP} trains at most 1 % of the backbone per task", "measured": f"{share:.3f} %", "met": share <= 1.0})
     if fewshot is not None and not fewshot.empty:
         small = fewshot[fewshot["k"] <= 32].groupby("method")["mean"].mean()
-        if {"hyperformer++", "finetune"} <= set(small.index):
-            rows.append({"target": "few-shot hyperformer++ >= finetune on average for k <= 32",
-                         "measured": f"{small['hyperformer++']:.2f} vs {small['finetune']:.2f} ({small['hyperformer++'] - small['finetune']:+.2f})",
-                         "met": small["hyperformer++"] >= small["finetune"]})
+        if {HYPERFORMER_PP, FINETUNE} <= set(small.index):
+            hyper, full = small[HYPERFORMER_PP], small[FINETUNE]
+            rows.append({"target": f"few-shot {HYPERFORMER_PP} >= {FINETUNE} on average for k <= 32",
+                         "measured": f"{hyper:.2f} vs {full:.2f} ({hyper - full:+.2f})", "met": hyper >= full})
     return pd.DataFrame(rows)
 
 
@@ -401,8 +402,8 @@ def parameter_strings(count:ParameterCount, # from `hyperformer.model.parameter_
                       n_tasks:int=8, # tasks of the experiment
                      ) -> tuple[str, str]:
     "(total params, trained params per task) as Table 1 prints them."
-    if method == "finetune": total = f"{count.total_multiple:.1f}x"
-    elif method == "adapters": total = f"1+{n_tasks}x{(count.total_multiple - 1) / n_tasks:.2f}"
+    if get_method(method).trains_backbone: total = f"{count.total_multiple:.1f}x"
+    elif get_method(method).single_task: total = f"1+{n_tasks}x{(count.total_multiple - 1) / n_tasks:.2f}"
     else: total = f"{count.total_multiple:.2f}x"
     per_task = f"{count.trained_per_task_percent:.2f}%".replace("100.00%", "100%").replace("12.50%", "12.5%")
     return total, per_task

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import AdapterConfig
+from .methods import get_method, method_names
 from .layers import (AdapterBank, StackAdapterWeights, init_linear_, init_normal_, init_zeros_)
 
 # %% auto #0
@@ -177,16 +178,13 @@ class HyperFormerPPAdapters(nn.Module):
     def generate_site(self, task_indices:list[int], stack:str, site:int) -> StackAdapterWeights:
         return getattr(self, stack).generate_site(self.task_embeddings(task_indices), site)
 
-ADAPTER_MODULES = {"adapters": PlainAdapters, "adapters-shared": PlainAdapters,
-                   "hyperformer": HyperFormerAdapters, "hyperformer++": HyperFormerPPAdapters}
-
 def build_adapters(config:AdapterConfig, # the method and sizes
                    n_layers:dict[str, int], # blocks per stack, e.g. {"encoder": 6, "decoder": 6}; {"encoder": 6} for an encoder
                    d_model:int, # the backbone's hidden size h
                   ) -> nn.Module|None:
-    "The adapter module of `config.method`, or None when the method adds no adapters."
+    "The adapter module of `config.method` (its record's `adapter_class()`), or None when the method adds no adapters."
     config.bottleneck_dim(d_model)  # validates the reduction factor first, with a clear message
-    return ADAPTER_MODULES[config.method](config, n_layers, d_model) if config.has_adapters else None
+    return get_method(config.method).adapter_class()(config, n_layers, d_model) if config.has_adapters else None
 
 # %% ../nbs/02_hypernet.ipynb #74f2eeb5
 class SharedLayersStack(nn.Module):
@@ -225,4 +223,4 @@ class HyperFormerSharedLayersAdapters(HyperFormerPPAdapters):
     "The released default HyperFormer: task vectors shared by both stacks, a `SharedLayersStack` per stack."
     stack_module = SharedLayersStack
 
-ADAPTER_MODULES["hyperformer-shared-layers"] = HyperFormerSharedLayersAdapters
+ADAPTER_MODULES = {m: get_method(m).adapter_class() for m in method_names(adapters=True)}  # the built-ins' classes, for importers; `build_adapters` asks the record

@@ -19,6 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .config import AdapterConfig
+from .methods import ADAPTERS, get_method
 from .layers import FFN, StackAdapterWeights, apply_site_adapter, split_sites
 from .hypernet import build_adapters
 from .backbones import backbone_family, find_adapter_sites
@@ -120,7 +121,7 @@ class HyperFormerModel(nn.Module):
         self._hooks = []
 
     def _freeze(self):
-        finetune = self.adapter_config.method == "finetune"
+        finetune = get_method(self.adapter_config.method).trains_backbone
         for p in self.base.parameters(): p.requires_grad_(finetune)
         if not finetune and self.adapter_config.train_t5_layer_norms:
             for p in self.family.layer_norms(self.base): p.requires_grad_(True)
@@ -320,7 +321,7 @@ class HyperFormerModel(nn.Module):
         index = self.task_index(task, "export_static_adapter: task")
         name = self.adapter_config.tasks[index]
         num_labels = {name: self.heads.num_labels[name]} if self.heads is not None else None
-        static = HyperFormerModel(self.base_without_adapters(), self.adapter_config.replace(method="adapters", tasks=(name,), init="faithful"), num_labels)
+        static = HyperFormerModel(self.base_without_adapters(), self.adapter_config.replace(method=ADAPTERS, tasks=(name,), init="faithful"), num_labels)
         if self.heads is not None: static.heads.tasks[name].load_state_dict(self.heads.tasks[name].state_dict())
         if self.adapters is not None:
             weights = self.adapters([index])

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .config import MAX_TASKS, AdapterConfig, check_positive_int
+from .methods import HYPERFORMER_PP, get_method
 from .backbones import architecture_name, backbone_family, build_base_model
 from .model import HyperFormerModel
 
@@ -33,8 +34,9 @@ def paper_formula(method:str, n_tasks:int, n_layers:int, d_model:int, bottleneck
                  ) -> int|None:
     "The paper §4.1 count: 4TL(2hd+2h) for adapters; t(T+4+2L) + 8te + 2t(2hd+2h) for HyperFormer++ (per stack halves for an encoder); None otherwise."
     h, d, T, L, S = d_model, bottleneck, n_tasks, n_layers, n_stacks
-    if method in ("adapters", "adapters-shared"): return 2 * S * T * L * (2 * h * d + 2 * h)
-    if method == "hyperformer++": return t * (T + 2 * S + S * L) + 4 * S * t * e + S * t * (2 * h * d + 2 * h)
+    formula = get_method(method).paper_formula
+    if formula == "plain-adapters": return 2 * S * T * L * (2 * h * d + 2 * h)
+    if formula == "shared-hypernetwork": return t * (T + 2 * S + S * L) + 4 * S * t * e + S * t * (2 * h * d + 2 * h)
     return None
 
 def count_parameters(model:HyperFormerModel, # a built model (any device, `meta` included)
@@ -47,7 +49,7 @@ def count_parameters(model:HyperFormerModel, # a built model (any device, `meta`
     added = sum(p.numel() for p in model.adapters.parameters()) if model.adapters is not None else 0
     heads = sum(p.numel() for p in model.heads.parameters()) if model.heads is not None else 0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if cfg.method == "finetune": total = runs * (base + added + heads) / base
+    if get_method(cfg.method).trains_backbone: total = runs * (base + added + heads) / base
     else: total = (base + runs * (added + heads)) / base
     d_model = family.d_model(base_cfg)
     formula = (paper_formula(cfg.method, cfg.n_tasks * runs, family.n_layers(base_cfg), d_model, cfg.bottleneck_dim(d_model),
@@ -57,7 +59,7 @@ def count_parameters(model:HyperFormerModel, # a built model (any device, `meta`
                           100 * (trainable - heads) / cfg.n_tasks / base if model.heads is not None else None)
 
 def parameter_report(model:str="t5-base", # a built-in architecture name or hub id
-                     method:str="hyperformer++", # one of METHODS
+                     method:str=HYPERFORMER_PP, # a registered method
                      n_tasks:int=8, # tasks of the experiment
                      reduction_factor:int=32, # adapter reduction factor r
                      single_task:bool|None=None, # one model per task; default: True for `adapters`, False otherwise
@@ -66,7 +68,7 @@ def parameter_report(model:str="t5-base", # a built-in architecture name or hub 
                     ) -> ParameterCount:
     "Accounting for `method` on `model` with `n_tasks` tasks, built on the meta device (no weights, no download)."
     check_positive_int("n_tasks", n_tasks, maximum=MAX_TASKS)  # a huge count would build a huge task list
-    single = method == "adapters" if single_task is None else single_task
+    single = get_method(method).single_task if single_task is None else single_task
     tasks = ("task0",) if single else tuple(f"task{i}" for i in range(n_tasks))
     config = AdapterConfig(method=method, tasks=tasks, reduction_factor=reduction_factor, **adapter_kwargs)
     labels = (num_labels,) * n_tasks if isinstance(num_labels, int) else tuple(num_labels)

@@ -21,6 +21,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from .data import TemperatureSampler
 from .experiment_config import ExperimentConfig, RunError, _backbone_config, _family
+from .methods import get_method
 from .rundir import _saving, append_jsonl, replace_dir, write_json
 from .resume import (CHECKPOINT_MANIFEST, _checkpoint_step, _foreign, _set_aside, latest_checkpoint, prune_checkpoints,
                      run_identity, write_checkpoint_manifest)
@@ -248,4 +249,4 @@ def _training_arguments(config:ExperimentConfig, progress:bool) -> Seq2SeqTraini
         save_steps=config.eval_steps, save_total_limit=None, logging_steps=min(config.eval_steps, 50), seed=config.seed,
         bf16=config.precision == "bf16", fp16=config.precision == "fp16", use_cpu=not cuda, report_to=[],
         remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
-        ddp_find_unused_parameters=config.method != "finetune" or _family(config).task_heads, predict_with_generate=False)
+        ddp_find_unused_parameters=not get_method(config.method).trains_backbone or _family(config).task_heads, predict_with_generate=False)
