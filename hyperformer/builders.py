@@ -15,6 +15,7 @@ from .data import (DataUnavailableError, EncoderCollator, Seq2SeqCollator, encod
                    head_num_labels, load_splits, preprocess)
 from .experiment_config import ExperimentConfig, RunError, _backbone_config, _family, _offline_hint, model_tasks
 from .fewshot import init_from_source
+from .methods import get_method
 
 # %% auto #0
 __all__ = ['build_tokenizer', 'build_model', 'make_collator', 'check_target_length', 'build_datasets']
@@ -85,7 +86,7 @@ def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and to
             ds = raw[split]
             if split != "train": ds = evaluation_rows(ds, config.max_eval_samples)
             if encoder: out[name][split] = encode_task(ds, name, tokenizer, all_tasks.index(name), config.max_source_length, config.split_protocol)
-            else: out[name][split] = preprocess(ds, name, tokenizer, all_tasks.index(name), add_task_prefix=config.method == "finetune",
+            else: out[name][split] = preprocess(ds, name, tokenizer, all_tasks.index(name), add_task_prefix=get_method(config.method).task_prefix,
                                           protocol=config.split_protocol, stsb_rounding=config.stsb_rounding,
                                                    max_source_length=config.max_source_length, max_target_length=config.max_target_length)
     return out

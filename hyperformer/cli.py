@@ -12,7 +12,8 @@ import sys
 
 from functools import partial
 
-from .config import MAX_TASKS, METHODS, check_field_types, positive_int_arg
+from .config import MAX_TASKS, check_field_types, positive_int_arg
+from .methods import HYPERFORMER_PP, method_names
 from .model import ENCODER_ARCHITECTURES, T5_ARCHITECTURES, parameter_report
 
 # %% auto #0
@@ -26,11 +27,11 @@ def add_params_parser(subparsers) -> None:
     "Register `params`."
     p = subparsers.add_parser("params", help="parameter accounting of a method on a T5 or encoder shape (Table 1 columns; encoder task heads on their own line)")
     p.add_argument("--model", default="t5-base", help=f"architecture: {', '.join([*T5_ARCHITECTURES, *ENCODER_ARCHITECTURES])} (or a hub id of one)")
-    p.add_argument("--method", default="hyperformer++", choices=METHODS)
+    p.add_argument("--method", default=HYPERFORMER_PP, choices=method_names())
     p.add_argument("--n-tasks", type=partial(positive_int_arg, maximum=MAX_TASKS), default=8, help="tasks of the experiment (paper: 8 GLUE tasks)")
     p.add_argument("--reduction-factor", type=positive_int_arg, default=32, help="adapter reduction factor r (d = d_model / r)")
     p.add_argument("--single-task", action=argparse.BooleanOptionalAction, default=None,
-                   help="one model per task (default: only for 'adapters'; use with finetune for the T5 single-task row)")
+                   help=f"one model per task (default: only for {', '.join(method_names(single_task=True))}; use with finetune for the T5 single-task row)")
     p.add_argument("--num-labels", type=label_counts_arg, default=(2,),
                    help="encoders: outputs of each task head, one int for every task or one per task (GLUE in Table 1 order: 2,2,2,2,1,3,2,2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -161,7 +162,7 @@ from .config import ABLATIONS, INIT_REGIMES, PRECISION_MODES
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, SPLIT_PROTOCOLS
 from .train import DATA_SOURCES, FEWSHOT_MODES, LOSS_REDUCTIONS, LR_SCHEDULERS, SAMPLING_MODES
 
-FIELD_CHOICES = dict(method=METHODS, lr_scheduler=LR_SCHEDULERS, loss_reduction=LOSS_REDUCTIONS, sampling=SAMPLING_MODES,
+FIELD_CHOICES = dict(lr_scheduler=LR_SCHEDULERS, loss_reduction=LOSS_REDUCTIONS, sampling=SAMPLING_MODES,
                      precision=PRECISION_MODES, split_protocol=SPLIT_PROTOCOLS, data_source=DATA_SOURCES,
                      ablation=tuple(ABLATIONS), init=INIT_REGIMES, fewshot_train=FEWSHOT_MODES)
 
@@ -183,7 +184,8 @@ def document_train_flags(train_parser:argparse.ArgumentParser, # the `train` sub
     docs, defaults = docments(ExperimentConfig), make_config(profile).to_dict()
     for action in train_parser._actions:
         if action.dest not in docs or action.dest == "profile": continue
-        if action.dest in FIELD_CHOICES: action.choices = FIELD_CHOICES[action.dest]
+        if action.dest == "method": action.choices = method_names()  # the registry as it is now, methods registered since import included
+        elif action.dest in FIELD_CHOICES: action.choices = FIELD_CHOICES[action.dest]
         doc = (docs[action.dest] or "").replace("%", "%%")
         if action.dest in ("tasks", "eval_tasks"): doc += f" (comma-separated; GLUE: {','.join(GLUE_TASKS)}; few-shot: {','.join(FEW_SHOT_TASKS)})"
         default = defaults.get(action.dest)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import ABLATIONS, AdapterConfig, check_choice, check_field_types, check_positive_float, check_positive_int
 from .config import check_seed, resolve_precision
+from .methods import HYPERFORMER, HYPERFORMER_PP, get_method, method_names
 from .model import has_local_weights, model_family
 from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 
@@ -22,8 +23,7 @@ __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS',
            'ExperimentConfig', 'make_config', 'RunError', 'read_run_config', 'model_tasks']
 
 # %% ../nbs/07a_experiment_config.ipynb #19043a08
-CPU_LEARNING_RATES = {"finetune": 1e-4, "adapters": 1e-3, "adapters-shared": 1e-3, "hyperformer": 1e-4,
-                      "hyperformer++": 1e-4, "hyperformer-shared-layers": 1e-4}  # cpu profile: peak learning rate per method
+CPU_LEARNING_RATES = {m: get_method(m).learning_rates["cpu"] for m in method_names()}  # cpu profile: each method record's rate
 
 PROFILES = {
     "smoke": dict(model="t5-tiny", pretrained=False, tokenizer="byt5", data_source="sample", max_steps=120, batch_size=8,
@@ -172,9 +172,9 @@ def _check_values(config:ExperimentConfig) -> None:
     if config.warmup_steps < 0: raise ValueError(f"warmup_steps={config.warmup_steps} must be >= 0")
     if config.max_eval_samples is not None: check_positive_int("max_eval_samples", config.max_eval_samples)
     if config.stsb_rounding is not None: check_choice("stsb_rounding", config.stsb_rounding, (0.2, 0.1))
-    if config.ablation != "full" and config.method == "finetune":
-        raise ValueError(f"ablation={config.ablation!r} removes a part of the adapter model, but method='finetune' has no adapters; "
-                         "drop --ablation (or use --ablation full), or choose --method hyperformer (Table 4)")
+    if config.ablation != "full" and not get_method(config.method).adapters:
+        raise ValueError(f"ablation={config.ablation!r} removes a part of the adapter model, but method={config.method!r} has no adapters; "
+                         f"drop --ablation (or use --ablation full), or choose --method {HYPERFORMER} (Table 4)")
     if config.data_source == "sample" and config.data_dir is not None:
         raise ValueError(f"data_dir={config.data_dir!r} would be ignored: data_source='sample' reads the shipped samples; "
                          "pass --data-source local to read data_dir, or drop --data-dir")
@@ -182,7 +182,7 @@ def _check_values(config:ExperimentConfig) -> None:
         raise ValueError("data_source='local' needs --data-dir (the folder of raw task files)")
 
 # %% ../nbs/07a_experiment_config.ipynb #6829fffe
-BASE_DEFAULTS = dict(method="hyperformer++", tasks=GLUE_TASKS, eval_tasks=None, label_smoothing=0.1, temperature=10.0,
+BASE_DEFAULTS = dict(method=HYPERFORMER_PP, tasks=GLUE_TASKS, eval_tasks=None, label_smoothing=0.1, temperature=10.0,
                      sampling="task", seed=42, data_seed=None, sampler_seed=None, stsb_rounding=None, precision="fp32",
                      max_source_length=128, gradient_accumulation_steps=1, max_grad_norm=1.0, data_dir=None,
                      n_train=None, stratified=False, max_eval_samples=None, reduction_factor=32, ablation="full",
@@ -198,6 +198,13 @@ def _is_encoder(model:str) -> bool:
     "Whether `model` names an encoder backbone (a family with task heads); False when its family cannot be told offline."
     try: return model_family(model).task_heads
     except (OSError, ValueError): return False
+
+def _method_rate(method:str, profile:str) -> float:
+    "The default learning rate of `method` under a profile whose rates are per method (its record's)."
+    rates = get_method(method).learning_rates
+    if profile not in rates:
+        raise ValueError(f"method={method!r} has no default learning rate for profile={profile!r}; give one with --learning-rate")
+    return rates[profile]
 
 def make_config(profile:str="smoke", # smoke | paper | reference | cpu
                 **overrides, # any ExperimentConfig field; None means "profile default"
@@ -215,7 +222,7 @@ def make_config(profile:str="smoke", # smoke | paper | reference | cpu
     if values["pretrained"] and overrides.get("tokenizer") is None: values["tokenizer"] = None  # pretrained weights, own tokenizer
     if overrides.get("init") is None and _is_encoder(values["model"]): values["init"] = ENCODER_INIT  # identity adapters at step 0
     values["precision"] = resolve_precision(values["precision"])  # auto: bf16 where this machine trains natively in it; recorded as used
-    if isinstance(values["learning_rate"], dict): values["learning_rate"] = values["learning_rate"][values["method"]]
+    if isinstance(values["learning_rate"], dict): values["learning_rate"] = _method_rate(values["method"], profile)
     values["tasks"] = _task_tuple(values["tasks"])
     values["eval_tasks"] = _task_tuple(values["eval_tasks"]) if values["eval_tasks"] is not None else values["tasks"]
     values["data_seed"] = values["seed"] if values["data_seed"] is None else values["data_seed"]
