@@ -19,7 +19,7 @@ from .methods import ADAPTERS_SHARED, FINETUNE, HYPERFORMER_PP, get_method
 from collections import Counter
 
 from .data import evaluation_rows, head_labels, head_num_labels, load_sample, load_splits
-from .metrics import glue_average
+from .paper import group_averages  # one implementation: the paper's averaging rule
 from .model import ParameterCount, parameter_report
 from .tasks import FEW_SHOT_TASKS, GLUE_TASKS, get_task
 from .train import PROFILES, ExperimentConfig, RunError, head_metrics, make_config, read_jsonl, run_status, train
@@ -30,9 +30,9 @@ __all__ = ['SMOKE_EXPERIMENT', 'FEWSHOT_SHORT_STEPS', 'MODEL_SIZES', 'FEWSHOT_CA
            'default_runs_root', 'run_config', 'run_experiment', 'result_rows', 'as_tuple', 'experiment_overrides',
            'results_dir', 'fewshot_budget', 'glue_source', 'fewshot_overrides', 'int_param', 'int_grid',
            'check_fewshot_sources', 'fewshot_tasks', 'paper_size', 'train_rows', 'fewshot_k', 'experiment_setup',
-           'run_busy', 'sweep_run', 'sweep', 'runs_summary', 'seed_means', 'group_averages', 'with_average_rows',
-           'seeds_text', 'multitask_plan', 'majority_metrics', 'majority_scores', 'run_timing', 'method_summary',
-           'claim_checks', 'parameter_strings']
+           'run_busy', 'sweep_run', 'sweep', 'runs_summary', 'seed_means', 'with_average_rows', 'seeds_text',
+           'multitask_plan', 'majority_metrics', 'majority_scores', 'run_timing', 'method_summary', 'claim_checks',
+           'parameter_strings']
 
 # %% ../nbs/11_experiments.ipynb #b1ecbba5
 def run_name(config:ExperimentConfig) -> str:
@@ -270,11 +270,6 @@ def seed_means(scores:pd.DataFrame, by:list[str]) -> pd.DataFrame:
     "Mean score over seeds of every `by` group, task and metric."
     return scores.groupby([*by, "task", "metric"], as_index=False, sort=False)["value"].mean()
 
-def group_averages(scores:pd.DataFrame, by:list[str]) -> pd.DataFrame:
-    "The paper's flat and per-task macro averages of every `by` group of tidy scores (one row each)."
-    return pd.DataFrame([{**dict(zip(by, key if isinstance(key, tuple) else (key,))),
-                          **glue_average({t: dict(zip(g["metric"], g["value"])) for t, g in part.groupby("task")})}
-                         for key, part in scores.groupby(by, sort=False)])
 
 def with_average_rows(scores:pd.DataFrame, by:list[str]) -> pd.DataFrame:
     "`scores` plus one row per `by` group holding its flat average as task 'avg', metric 'avg_flat' (Table 1's Avg column)."

@@ -148,7 +148,7 @@ def _set_aside(folder:Path) -> Path:
     return target
 
 # %% ../nbs/07c_resume.ipynb #673f322e
-RUN_INDEPENDENT_MODULES = ("_modidx", "report", "bench", "cli", "experiments", "executors")  # tables, timing, entry points: no effect on a run
+RUN_INDEPENDENT_MODULES = ("_modidx", "report", "paper", "bench", "cli", "experiments", "executors")  # tables, timing, entry points: no effect on a run
 
 @functools.lru_cache(maxsize=None)
 def code_identity() -> dict:
