@@ -18,7 +18,8 @@ from .layers import FFN, SELF_ATTENTION, STACKS, site_index
 __all__ = ['T5_ARCHITECTURES', 'ENCODER_ARCHITECTURES', 'T5_FINGERPRINT_KEYS', 'ENCODER_FINGERPRINT_KEYS', 'BACKBONE_FAMILIES',
            'SITE_FINDERS', 'SUPPORTED_ARCHITECTURES', 'architecture_name', 'base_config', 'build_base_model',
            'encoder_config', 'AdapterSite', 't5_adapter_sites', 'find_adapter_sites', 't5_layer_norm_parameters',
-           'encoder_adapter_sites', 'encoder_layer_norm_parameters', 'BackboneFamily', 'backbone_family']
+           'encoder_adapter_sites', 'encoder_layer_norm_parameters', 'BackboneFamily', 'encoder_family',
+           'backbone_family', 'register_backbone_family', 'unregister_backbone_family']
 
 # %% ../nbs/03a_backbones.ipynb #27a55f86
 _T5_V1_0 = dict(feed_forward_proj="relu", tie_word_embeddings=True, vocab_size=32128)
@@ -175,17 +176,22 @@ ENCODER_FINGERPRINT_KEYS = ("model_type", "hidden_size", "intermediate_size", "n
 
 def _t5_family(name): return BackboneFamily(name, (name,), t5_adapter_sites, STACKS, "d_model", "num_layers",
                                             T5_FINGERPRINT_KEYS, t5_layer_norm_parameters, _t5_shift_right, False)
-def _encoder_family(name, model_types, extra_keys=()):
+def encoder_family(name:str, # the family's name
+                   model_types:tuple[str, ...], # the `config.model_type` values it covers
+                   extra_keys:tuple[str, ...]=(), # config fields a saved adapter checks besides ENCODER_FINGERPRINT_KEYS
+                  ) -> BackboneFamily:
+    "The record of a BERT-layout encoder family (`encoder.layer[i].attention.output.dense` and `output.dense` sites)."
     return BackboneFamily(name, model_types, encoder_adapter_sites, ("encoder",), "hidden_size", "num_hidden_layers",
                           ENCODER_FINGERPRINT_KEYS + extra_keys, encoder_layer_norm_parameters, None, True)
 
 BACKBONE_FAMILIES = {f.name: f for f in (
     _t5_family("t5"), _t5_family("mt5"),
-    _encoder_family("bert", ("bert",)),  # BERT, MiniLM
-    _encoder_family("roberta", ("roberta", "xlm-roberta")),  # RoBERTa, XLM-R
-    _encoder_family("deberta-v2", ("deberta-v2",), ("relative_attention", "position_buckets", "pos_att_type")),  # DeBERTa v2 / v3
-    _encoder_family("electra", ("electra",), ("embedding_size",)),
+    encoder_family("bert", ("bert",)),  # BERT, MiniLM
+    encoder_family("roberta", ("roberta", "xlm-roberta")),  # RoBERTa, XLM-R
+    encoder_family("deberta-v2", ("deberta-v2",), ("relative_attention", "position_buckets", "pos_att_type")),  # DeBERTa v2 / v3
+    encoder_family("electra", ("electra",), ("embedding_size",)),
 )}
+_encoder_family = encoder_family  # the name used before it was public
 SITE_FINDERS = {t: f.find_sites for f in BACKBONE_FAMILIES.values() for t in f.model_types}
 SUPPORTED_ARCHITECTURES = ("T5-family encoder-decoders (T5 v1.0, T5 v1.1 / Flan-T5, mT5) and BERT-layout encoders "
                            f"(BERT/MiniLM, RoBERTa/XLM-R, DeBERTa-v2/v3, ELECTRA): model_type in {sorted(SITE_FINDERS)}")
@@ -198,3 +204,21 @@ def backbone_family(model_or_config) -> BackboneFamily:
         if model_type in family.model_types: return family
     raise ValueError(f"unsupported architecture {model_type or type(model_or_config).__name__!r} ({type(model_or_config).__name__}); "
                      f"hyperformer adapts {SUPPORTED_ARCHITECTURES}")
+
+def register_backbone_family(family:BackboneFamily, # the new family's record
+                             replace:bool=False, # replace a registered family of the same name
+                            ) -> BackboneFamily:
+    "Make `family` known to the whole package (adapter sites, loading, folder checks); its model types must be new."
+    taken = {t: f.name for f in BACKBONE_FAMILIES.values() if f.name != family.name for t in f.model_types}
+    clash = sorted(t for t in family.model_types if t in taken)
+    if clash: raise ValueError(f"model_type {clash} already belongs to family {taken[clash[0]]!r}; give the new family other model types")
+    if family.name in BACKBONE_FAMILIES and not replace:
+        raise ValueError(f"a backbone family named {family.name!r} is registered; pass replace=True to replace it")
+    BACKBONE_FAMILIES[family.name] = family
+    SITE_FINDERS.update({t: family.find_sites for t in family.model_types})
+    return family
+
+def unregister_backbone_family(name:str) -> None:
+    "Forget the family `name` (its model types become unsupported again)."
+    family = BACKBONE_FAMILIES.pop(name)
+    for t in family.model_types: SITE_FINDERS.pop(t, None)

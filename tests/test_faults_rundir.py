@@ -1,4 +1,4 @@
-"""Faults around a run directory (issue 9): --overwrite safety, one process per run dir, complete checkpoints, SIGKILL at
+"""Faults around a run directory: --overwrite safety, one process per run dir, complete checkpoints, SIGKILL at
 several moments then resume (compared with an uninterrupted run: metrics.jsonl, best/, test_metrics.json), Ctrl-C, an
 OOM-like kill before the first checkpoint, file modes. CPU, offline, t5-tiny on the shipped samples."""
 import json

@@ -1,4 +1,4 @@
-"""Issue 18, model side: the 3.5.1 cross-attention bias is bidirectional; a model folder is checked before it is used;
+"""The model side of a trust pass: the 3.5.1 cross-attention bias is bidirectional; a model folder is checked before it is used;
 bad arguments of the model API are named with their value. Each test fails on the code before the fix."""
 import math
 

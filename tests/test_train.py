@@ -69,7 +69,7 @@ def test_sigkill_after_second_evaluation_then_resume_matches_uninterrupted(tmp_p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [15, 30, 45, 60]
     assert json.loads((run / "result.json").read_text())["test"] == json.loads((tmp_path / "whole" / "result.json").read_text())["test"]
-    # not only the final weights: every evaluation, the selected best/ and the test scores (issue 9; more kill moments
+    # not only the final weights: every evaluation, the selected best/ and the test scores (more kill moments
     # and damaged checkpoints in test_faults_rundir.py)
     evals = lambda r: [{k: v for k, v in e.items() if k != "seconds"} for e in read_jsonl(r / "metrics.jsonl")]
     assert evals(run) == evals(tmp_path / "whole")
