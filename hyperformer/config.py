@@ -18,7 +18,7 @@ __all__ = ['METHODS', 'ADAPTER_METHODS', 'HYPERNET_METHODS', 'STACK_HYPERNET_MET
            'MAX_TASKS', 'MAX_SEED', 'ABLATIONS', 'PRECISION_MODES', 'CPU_BF16_FLAGS', 'check_choice',
            'check_positive_int', 'positive_int_arg', 'check_task_count', 'check_positive_float', 'check_seed',
            'field_type_error', 'check_field_types', 'AdapterConfig', 'ablation_config', 'atomic_write',
-           'atomic_write_text', 'cpu_flags', 'cpu_has_bf16', 'resolve_precision']
+           'atomic_write_text', 'moved_names', 'cpu_flags', 'cpu_has_bf16', 'resolve_precision']
 
 # %% ../nbs/00_config.ipynb #a67a14af
 METHODS = method_names()  # the registered methods, in registration order
@@ -269,6 +269,21 @@ def atomic_write(path:str|Path, # the file to (over)write
 def atomic_write_text(path:str|Path, text:str) -> Path:
     "Atomically write `text` (UTF-8) to `path`."
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+# %% ../nbs/00_config.ipynb #05b9976a
+import importlib
+
+def moved_names(module:str, # the module that lost the names (its `__name__`)
+                homes:tuple[str, ...], # the package's modules they moved to, searched in order
+               ) -> Callable[[str], object]:
+    "A module-level `__getattr__` for `module`: a name it no longer defines is taken from the first of `homes` that has it."
+    def __getattr__(name:str):
+        if not name.startswith("__"):
+            for home in homes:
+                found = vars(importlib.import_module(f"hyperformer.{home}"))
+                if name in found: return found[name]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
 
 # %% ../nbs/00_config.ipynb #88b88227
 PRECISION_MODES = ("auto", "fp32", "bf16", "fp16")  # what a run may ask for; `auto` resolves to one of the others

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .config import check_positive_float, check_positive_int
+from .config import check_positive_float, check_positive_int, moved_names
 
 # %% auto #0
 __all__ = ['MOVED_TO', 'shared_data_dir', 'Seq2SeqCollator', 'EncoderCollator', 'temperature_probabilities', 'TemperatureSampler',
@@ -42,14 +42,7 @@ _all_ = ['CACHE_OFF', 'DataUnavailableError', 'FIELD_SIZE_LIMIT', 'MalformedRowE
 
 MOVED_TO = ("readers", "splits", "tokenization")  # the data pipeline's other modules
 
-def __getattr__(name:str):
-    "A private name that moved out of `hyperformer.data` in the split (`_label_id`, `_randperm`, ...), from its new home."
-    if not name.startswith("__"):
-        import importlib
-        for module in MOVED_TO:
-            found = importlib.import_module(f"hyperformer.{module}")
-            if name in vars(found): return vars(found)[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, MOVED_TO)  # private names that moved (`_label_id`, `_randperm`, ...) still import from here
 
 # %% ../nbs/05_data.ipynb #7a3a72a8
 def shared_data_dir() -> Path|None:

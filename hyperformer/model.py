@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, T5ForConditionalGeneration
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .config import AdapterConfig
+from .config import AdapterConfig, moved_names
 from .methods import ADAPTERS, get_method
 from .layers import FFN, StackAdapterWeights, apply_site_adapter, split_sites
 from .hypernet import build_adapters
@@ -33,14 +33,7 @@ __all__ = ['MOVED_TO', 'NO_CONDITIONING_MESSAGE', 'Conditioning', 'HyperFormerMo
 # %% ../nbs/03_model.ipynb #6d210f38
 MOVED_TO = ("backbones", "compat351", "pretrained", "heads", "checkpoints", "params")  # the model stack's other modules
 
-def __getattr__(name:str):
-    "A name that moved out of `hyperformer.model` in the split, from its new home (`from hyperformer.model import X` keeps working)."
-    if not name.startswith("__"):
-        import importlib
-        for module in MOVED_TO:
-            found = importlib.import_module(f"hyperformer.{module}")
-            if name in vars(found): return vars(found)[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, MOVED_TO)  # `from hyperformer.model import X` keeps working for every X that moved
 
 # %% ../nbs/03_model.ipynb #d83effe8
 class _AdapterHook:
