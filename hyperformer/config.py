@@ -270,7 +270,7 @@ def atomic_write_text(path:str|Path, text:str) -> Path:
     "Atomically write `text` (UTF-8) to `path`."
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
-# %% ../nbs/00_config.ipynb #05b9976a
+# %% ../nbs/00_config.ipynb #7827fe3a
 import importlib
 
 def moved_names(module:str, # the module that lost the names (its `__name__`)
