@@ -9,12 +9,13 @@ from typing import Any
 
 from transformers import set_seed
 
-from .model import (HyperFormerModel, add_cross_attention_bias, build_base_model, check_model_folder,
+from .model import (HyperFormerModel, add_cross_attention_bias, build_base_model,
                     checkpoint_cross_attention_bias, load_base_model, resolve_model_path)
 from .data import (DataUnavailableError, EncoderCollator, Seq2SeqCollator, encode_task, evaluation_rows, generation_length,
                    head_num_labels, load_splits, preprocess)
 from .experiment_config import ExperimentConfig, RunError, _backbone_config, _family, _offline_hint, model_tasks
 from .fewshot import init_from_source
+from .pretrained import check_tokenizer_folder, local_model_folder, read_folder_config
 from .methods import get_method
 
 # %% auto #0
@@ -26,7 +27,8 @@ def build_tokenizer(config:ExperimentConfig):
     from transformers import AutoTokenizer, ByT5Tokenizer
     if config.tokenizer == "byt5": return ByT5Tokenizer()
     name = config.tokenizer or config.model
-    if config.tokenizer is None: check_model_folder(name, weights=False)  # tokenizer files there, ids that fit the model
+    if config.tokenizer is None and (folder := local_model_folder(name)) is not None:  # the model's own folder: loaded once,
+        return check_tokenizer_folder(folder, read_folder_config(folder).vocab_size)    # its files and size checked
     try: return AutoTokenizer.from_pretrained(resolve_model_path(name))
     except OSError as e: raise RunError(f"could not load the tokenizer {name!r} ({e}). {_offline_hint()}") from e
 

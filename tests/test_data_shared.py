@@ -2,7 +2,6 @@
 
 The folder is found beside the repository (`<repo>/../shared/data`) or where HYPERFORMER_SHARED_DATA points.
 """
-import os
 import re
 import time
 from pathlib import Path
@@ -13,9 +12,11 @@ from hyperformer.data import (DataUnavailableError, MalformedRowError, load_samp
                               read_local, split_indices, SAMPLE_SPLITS, generation_length, preprocess, Seq2SeqCollator)
 from hyperformer.tasks import TASKS
 
+from shared_data import shared_data_dir
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("HYPERFORMER_SHARED_DATA", REPO.parent / "shared" / "data"))
-_no_shared = pytest.mark.skipif(not (SHARED / "PROVENANCE.md").exists(),
+SHARED = shared_data_dir() or REPO.parent / "shared" / "data"  # one rule for where the tests find the real data
+_no_shared = pytest.mark.skipif(shared_data_dir() is None,
                                 reason=f"real task data not found at {SHARED} (set HYPERFORMER_SHARED_DATA)")
 
 
