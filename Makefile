@@ -45,9 +45,10 @@ check-sync: install
 	  if [ -n "$$drift" ]; then echo "notebooks are not clean; run nbdev_clean and commit:"; echo "$$drift"; exit 1; fi; \
 	fi
 
-# Tests run in parallel processes (pytest-xdist), one per core up to 4 (each test uses one math thread);
+# Tests run in parallel processes (pytest-xdist), one per core up to 4 (each test uses one math thread; nproc is asked
+# without OMP_NUM_THREADS, which it would otherwise report as the core count);
 # `make test TEST_WORKERS=0` runs them in this process, one after another.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+TEST_WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 pytest: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
 
