@@ -59,6 +59,10 @@ def make_collator(model:HyperFormerModel, tokenizer):
     return EncoderCollator(tokenizer) if model.heads is not None else Seq2SeqCollator(tokenizer)
 
 # %% ../nbs/07e_builders.ipynb #0585ce42
+def _eval_cap(config:ExperimentConfig, split:str) -> int|None:
+    "Rows kept of an evaluation split: `max_validation_samples` caps validation when given, `max_eval_samples` both."
+    return config.max_validation_samples if split == "validation" and config.max_validation_samples is not None else config.max_eval_samples
+
 def check_target_length(config:ExperimentConfig, tokenizer, tasks:tuple[str, ...]) -> None:
     "Refuse a `max_target_length` that truncates a label of `tasks` (every target would be cut, every score meaningless)."
     need = {t: generation_length(t, tokenizer, config.split_protocol) for t in tasks}
@@ -86,7 +90,7 @@ def build_datasets(config:ExperimentConfig, tokenizer, # the run's config and to
         out[name] = {}
         for split in splits:
             ds = raw[split]
-            if split != "train": ds = evaluation_rows(ds, config.max_eval_samples)
+            if split != "train": ds = evaluation_rows(ds, _eval_cap(config, split))
             if encoder: out[name][split] = encode_task(ds, name, tokenizer, all_tasks.index(name), config.max_source_length, config.split_protocol)
             else: out[name][split] = preprocess(ds, name, tokenizer, all_tasks.index(name), add_task_prefix=get_method(config.method).task_prefix,
                                           protocol=config.split_protocol, stsb_rounding=config.stsb_rounding,

@@ -19,8 +19,8 @@ from .tasks import GLUE_TASKS, SPLIT_PROTOCOLS, get_task
 
 # %% auto #0
 __all__ = ['CPU_LEARNING_RATES', 'PROFILES', 'LR_SCHEDULERS', 'LOSS_REDUCTIONS', 'SAMPLING_MODES', 'PRECISIONS', 'DATA_SOURCES',
-           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'ADAPTER_KNOBS', 'BASE_DEFAULTS', 'ENCODER_INIT',
-           'ExperimentConfig', 'make_config', 'RunError', 'read_run_config', 'model_tasks']
+           'FEWSHOT_MODES', 'OPTIMIZERS', 'DECODE_LENGTHS', 'ADAPTER_KNOBS', 'OPTIONAL_FIELDS', 'BASE_DEFAULTS',
+           'ENCODER_INIT', 'ExperimentConfig', 'make_config', 'RunError', 'read_run_config', 'model_tasks']
 
 # %% ../nbs/07a_experiment_config.ipynb #19043a08
 CPU_LEARNING_RATES = {m: get_method(m).learning_rates["cpu"] for m in method_names()}  # cpu profile: each method record's rate
@@ -36,7 +36,7 @@ PROFILES = {
                       eval_batch_size=64, learning_rate=3e-4, lr_scheduler="linear", warmup_steps=500, eval_steps=1000,
                       loss_reduction="sum", split_protocol="reference", stale_momentum=True, max_target_length=128),
     "cpu": dict(model="minilm", pretrained=True, tokenizer=None, data_source="auto", max_steps=300, batch_size=16,
-                eval_batch_size=64, learning_rate=CPU_LEARNING_RATES, lr_scheduler="linear", warmup_steps=30, eval_steps=150,
+                eval_batch_size=64, learning_rate=CPU_LEARNING_RATES, lr_scheduler="constant", warmup_steps=30, eval_steps=150,
                 loss_reduction="mean", split_protocol="paper", stale_momentum=False, max_target_length=16, init="zero-scale",
                 max_eval_samples=150, precision="auto"),
 }
@@ -55,6 +55,7 @@ for _profile, _released in (("smoke", False), ("paper", False), ("reference", Tr
 
 # %% ../nbs/07a_experiment_config.ipynb #17ec056b
 ADAPTER_KNOBS = tuple(f.name for f in dataclasses.fields(AdapterConfig) if f.name not in ("method", "tasks", "reduction_factor", "init"))
+OPTIONAL_FIELDS = (*ADAPTER_KNOBS, "max_validation_samples")  # fields a config written before they existed may lack (None then)
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -116,6 +117,7 @@ class ExperimentConfig:
     adapter_norm_eps:float|None=None # eps of the adapter's post layer norm (None: 1e-5)
     hypernet_norm_eps:float|None=None # eps of the layer norm on the projected task embedding (None: 1e-6)
     hypernet_layer_norm:bool|None=None # stack-shared hypernetworks: layer norm on the projected embedding (None: on)
+    max_validation_samples:int|None=None # cap on validation rows per task (None: max_eval_samples): select on few rows, score on many
 
     def __post_init__(self):
         check_field_types(ExperimentConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -148,15 +150,15 @@ class ExperimentConfig:
                              init=self.init, **{**knobs, **ablated})
 
     def to_dict(self) -> dict:
-        "The fields as JSON values; adapter knobs left at their default (None) are left out, as in runs made before they existed."
+        "The fields as JSON values; optional fields left at their default (None) are left out, as in runs made before they existed."
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-                if not (k in ADAPTER_KNOBS and v is None)}
+                if not (k in OPTIONAL_FIELDS and v is None)}
     @classmethod
     def from_dict(cls, d:dict) -> ExperimentConfig:
         check_field_types(cls, d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise ValueError(f"unknown experiment config fields {sorted(unknown)}")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name not in ADAPTER_KNOBS]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.name not in OPTIONAL_FIELDS]
         if missing: raise ValueError(f"the experiment config lacks {missing}; a complete config is written by `hyperformer train` (a partial one: use make_config)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     def replace(self, **changes) -> ExperimentConfig: return dataclasses.replace(self, **changes)
@@ -170,7 +172,8 @@ def _check_values(config:ExperimentConfig) -> None:
                          hint="; pass --max-grad-norm inf (JSON: Infinity) to turn gradient clipping off")
     for name in ("seed", "data_seed", "sampler_seed"): check_seed(name, getattr(config, name))
     if config.warmup_steps < 0: raise ValueError(f"warmup_steps={config.warmup_steps} must be >= 0")
-    if config.max_eval_samples is not None: check_positive_int("max_eval_samples", config.max_eval_samples)
+    for name in ("max_eval_samples", "max_validation_samples"):
+        if getattr(config, name) is not None: check_positive_int(name, getattr(config, name))
     if config.stsb_rounding is not None: check_choice("stsb_rounding", config.stsb_rounding, (0.2, 0.1))
     if config.ablation != "full" and not get_method(config.method).adapters:
         raise ValueError(f"ablation={config.ablation!r} removes a part of the adapter model, but method={config.method!r} has no adapters; "

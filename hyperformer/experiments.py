@@ -322,7 +322,8 @@ def majority_scores(tasks:tuple[str, ...], # tasks to score
             test = evaluation_rows(splits["test"], config.max_eval_samples)  # the rows the runs are scored on
             column = get_task(task).label_column
             scores = majority_metrics(task, splits["train"][column], test[column])
-            rows += [{"method": "majority", "seed": seed, "split": "test", "task": task, "metric": m, "value": v} for m, v in scores.items()]
+            rows += [{"method": "majority", "seed": seed, "split": "test", "task": task, "metric": m, "value": v, "rows": len(test)}
+                     for m, v in scores.items()]
     return pd.DataFrame(rows)
 
 

@@ -149,6 +149,7 @@ def plot_curves(frame:pd.DataFrame, # long frame
                 logx:bool=False, # log-scale x axis (few-shot k from 4 to 2000)
                 xlabel:str|None=None, ylabel:str|None=None, # axis labels (default: the column names)
                 ncols:int=4, # panels per row
+                band:bool=False, # draw ± `yerr` as a shaded band instead of error bars
                ) -> Path:
     "Mean (± `yerr`) curves of `y` against `x`, one panel per `panel` value; saved as PNG, returns the path."
     require_columns(frame, [c for c in (x, y, hue, yerr, style) if c], "frame")
@@ -167,9 +168,10 @@ def plot_curves(frame:pd.DataFrame, # long frame
                 line = line[line[y].notna()]
                 label = f"{h}" if s is None else f"{h} ({s})"
                 if line.empty: ax.plot([], [], color=colours[h], ls=_LINESTYLES[j % 4], label=label); continue
-                err = line[yerr].to_numpy(dtype=float) if yerr else None
-                ax.errorbar(line[x].to_numpy(dtype=float), line[y].to_numpy(dtype=float), yerr=err, capsize=3,
-                            marker="o", ms=3, color=colours[h], ls=_LINESTYLES[j % 4], label=label)
+                err = line[yerr].fillna(0).to_numpy(dtype=float) if yerr else None
+                xs, ys = line[x].to_numpy(dtype=float), line[y].to_numpy(dtype=float)
+                ax.errorbar(xs, ys, yerr=None if band else err, capsize=3, marker="o", ms=3, color=colours[h], ls=_LINESTYLES[j % 4], label=label)
+                if band and err is not None: ax.fill_between(xs, ys - err, ys + err, color=colours[h], alpha=0.2, lw=0)
         if logx: ax.set_xscale("log")
         ax.set_title(str(name) if name is not None else "", fontsize=9)
         ax.set_xlabel(xlabel or x); ax.set_ylabel(ylabel or y); ax.grid(alpha=0.3)
