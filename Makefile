@@ -103,8 +103,11 @@ minilm-3task: install
 	$(REAL_THREADS) $(BIN)/hyperformer train $(MINILM_3TASK) --method finetune --output-dir runs/minilm-3task/finetune
 
 # Efficiency benchmark (Tables 5-6 methodology) on the t5-small shape.
+# This project's efficiency goals (not the paper's numbers): ratios against full fine-tuning, a single-task batch or stock generation.
+BENCH_TARGETS = train_time/adapters-shared=0.80 train_time/hyperformer=0.90 train_time/hyperformer++=0.80 train_memory/hyperformer++=0.70 \
+  generate/hyperformer++=1.15 generate/static-adapter=1.15 mixed_task/hyperformer++=1.15
 bench: install
-	$(BIN)/hyperformer bench --model t5-small --steps 20
+	$(BIN)/hyperformer bench --model t5-small --steps 20 $(addprefix --target ,$(BENCH_TARGETS))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
