@@ -47,10 +47,11 @@ check-sync: install
 
 # Tests run in parallel processes (pytest-xdist), one per core up to 4 (each test uses one math thread; nproc is asked
 # without OMP_NUM_THREADS, which it would otherwise report as the core count);
+# `--dist worksteal` lets an idle worker take queued tests from a busy one (the end-to-end tests are uneven);
 # `make test TEST_WORKERS=0` runs them in this process, one after another.
 TEST_WORKERS ?= $(shell n=$$(env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 pytest: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal tests
 
 export: install
 	$(BIN)/nbdev_export
