@@ -150,7 +150,7 @@ def _table3() -> pd.DataFrame:
             ("base", "hyperformer", "HyperFormer", 32, 86.58, "1.54x", "6.86%")]
     cols = ["size", "method", "model", "reduction_factor", "avg", "total_params", "trained_params_per_task"]
     frame = pd.DataFrame(rows, columns=cols)
-    frame["reduction_factor_printed"] = False  # inferred from the parameter columns (03_model's count), not printed
+    frame["reduction_factor_printed"] = False  # inferred from the parameter columns (03f_params' count), not printed
     return frame
 
 # %% ../nbs/08a_paper.ipynb #63d322ff

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .config import check_choice
-from .methods import get_method, method_names
+from .methods import ADAPTERS_SHARED, FINETUNE, HYPERFORMER_PP, method_names
 from .paper import group_averages
 from .rundir import read_jsonl
 
@@ -96,7 +96,7 @@ def mean_std(frame:pd.DataFrame, by:list[str], value:str="value") -> pd.DataFram
     return out.assign(std=out["std"].fillna(0.0))
 
 def paired_differences(averages:pd.DataFrame, # from `seed_averages`: method, seed, avg_flat
-                       baseline:str, # e.g. "finetune"
+                       baseline:str, # e.g. FINETUNE
                        methods:tuple[str, ...], # the methods compared with it
                       ) -> pd.DataFrame:
     "Per method: its seed-by-seed difference to `baseline` (mean, std, min, max, per-seed values); seeds both ran only."
@@ -132,7 +132,7 @@ def study_claims(paired:pd.DataFrame, # `paired_differences` of the main runs (a
                  lowres:pd.DataFrame|None, # per (method, n, seed) flat averages: method, n, seed, avg_flat
                  *, gap:float, # points HyperFormer++ may fall below fine-tuning
                  max_trained_percent:float, # the most HyperFormer++ may train per task, in %
-                 hyper:str="hyperformer++", full:str="finetune", shared:str="adapters-shared",
+                 hyper:str=HYPERFORMER_PP, full:str=FINETUNE, shared:str=ADAPTERS_SHARED, # the methods each claim compares
                 ) -> pd.DataFrame:
     "One row per claim: the target, what was measured (mean ± std of the paired difference over seeds), and the verdict."
     rows = []

@@ -1,11 +1,17 @@
-"""The `hyperformer` console script, run as a user would (a separate process)."""
+"""The `hyperformer` console script, run as a user would (a separate process), and its `params` subcommand through the
+same entry point in this process (no training, no threads: only the start-up of a new interpreter would differ)."""
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from hyperformer.cli import main
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 SCRIPT = Path(sys.executable).with_name("hyperformer")
@@ -15,13 +21,22 @@ def run_cli(*args):
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=ENV, timeout=120)
 
 
+def run_main(*args):
+    "`hyperformer ARGS` through the console script's entry point (`hyperformer.cli.main`) in this process: exit status and output."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: code = main(list(args))
+        except SystemExit as e: code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 @pytest.mark.parametrize("model,method,added,per_task", [
     ("t5-base", "hyperformer++", 5_163_440, 0.29),
     ("t5-small", "adapters-shared", 3_271_680, 0.68),
     ("google-t5/t5-small", "adapters", 430_464, 0.74),
 ])
 def test_params_json_is_one_object(model, method, added, per_task):
-    done = run_cli("params", "--model", model, "--method", method, "--n-tasks", "8", "--reduction-factor", "32", "--json")
+    done = run_main("params", "--model", model, "--method", method, "--n-tasks", "8", "--reduction-factor", "32", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["added"] == added and round(result["trained_per_task_percent"], 2) == per_task
@@ -29,13 +44,13 @@ def test_params_json_is_one_object(model, method, added, per_task):
 
 
 def test_params_bad_reduction_factor_is_a_clear_error():
-    done = run_cli("params", "--model", "t5-base", "--reduction-factor", "5")
+    done = run_main("params", "--model", "t5-base", "--reduction-factor", "5")
     assert done.returncode == 2
     assert "reduction_factor=5 does not divide d_model=768" in done.stderr
 
 
 def test_unknown_method_is_rejected_by_the_parser():
-    done = run_cli("params", "--method", "lora")
+    done = run_main("params", "--method", "lora")
     assert done.returncode == 2 and "invalid choice: 'lora'" in done.stderr
 
 
@@ -72,13 +87,13 @@ def test_report_to_unknown_integration_is_a_clear_error(tmp_path):
 
 
 def test_params_counts_encoder_heads_from_num_labels():
-    glue = run_cli("params", "--model", "minilm", "--method", "hyperformer++", "--num-labels", "2,2,2,2,1,3,2,2", "--json")
-    three = run_cli("params", "--model", "minilm", "--method", "hyperformer++", "--num-labels", "3", "--json")
+    glue = run_main("params", "--model", "minilm", "--method", "hyperformer++", "--num-labels", "2,2,2,2,1,3,2,2", "--json")
+    three = run_main("params", "--model", "minilm", "--method", "hyperformer++", "--num-labels", "3", "--json")
     assert glue.returncode == 0 and three.returncode == 0, glue.stderr + three.stderr
     glue, three = json.loads(glue.stdout), json.loads(three.stdout)
     assert glue["heads"] == 8 * (384 * 384 + 384) + 16 * 385  # per head: dense 384x384, then 385 per output (GLUE: 16 in all)
     assert three["heads"] - glue["heads"] == (24 - 16) * 385
-    bad = run_cli("params", "--model", "minilm", "--num-labels", "2,x")
+    bad = run_main("params", "--model", "minilm", "--num-labels", "2,x")
     assert bad.returncode == 2 and "'2,x' is not a positive integer" in bad.stderr
-    short = run_cli("params", "--model", "minilm", "--num-labels", "2,3")
+    short = run_main("params", "--model", "minilm", "--num-labels", "2,3")
     assert short.returncode == 2 and "num_labels has 2 entries for n_tasks=8" in short.stderr

@@ -1,6 +1,6 @@
 """Execute library notebooks in place so they keep their outputs (the tables, shapes and plots the prose describes).
 
-Usage: python tools/execute_notebooks.py [NOTEBOOK ...]   (default: the library notebooks 00-12 and index.ipynb; `make outputs`)
+Usage: python tools/execute_notebooks.py [NOTEBOOK ...]   (default: the library notebooks 00-12, 03a-style ones included, and index.ipynb; `make outputs`)
 
 Cells tagged slow/gpu/notest or `eval: false` are skipped, as nbdev's test runner does. Only what a reader needs is kept: stdout, results and
 figures; stderr (progress bars, warnings) is dropped and a text output is cut to its first 4,000 characters. Each
@@ -22,7 +22,7 @@ MAX_TEXT = 4000
 def library_notebooks() -> list[Path]:
     "The notebooks that define the library (numbered) and the tour; experiment notebooks keep no output (papermill fills copies)."
     nbs = ROOT / "nbs"
-    return sorted(p for p in nbs.glob("[0-9][0-9]_*.ipynb")) + [nbs / "index.ipynb"]
+    return sorted(p for p in nbs.glob("[0-9][0-9]*_*.ipynb")) + [nbs / "index.ipynb"]
 
 
 def _skipped(cell) -> bool:

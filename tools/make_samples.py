@@ -124,7 +124,7 @@ def main(data):
 PROVENANCE = """# Shipped task samples
 
 Small real samples of the 15 tasks, for the `smoke` profile and the tests (no network, no data folder needed).
-Built by `tools/make_samples.py` from the raw files of the project's shared data folder (`../shared/data`, whose own
+Built by `tools/make_samples.py DATA_DIR` from the raw task files of the project's data folder (its own
 PROVENANCE.md names the public source repository, commit and checksum of every file). Rows keep the hub's columns
 (`hyperformer.data.task_features`), read by `hyperformer.data.read_local` the same way as the full files.
 
@@ -134,7 +134,7 @@ splits come from the same file they are disjoint slices of one permutation. Size
 splits come from a different official split than their name (the source column says which): QQP eval rows are GLUE
 train rows; MNLI eval rows are validation_matched; QNLI/MNLI/QQP train rows come from a reformatted train subset;
 SciTail rows all come from its test split; PAWS train rows come from its dev split; Yelp rows all come from train.
-Licences: as stated per dataset in the shared PROVENANCE.md (research use; several have no explicit licence).
+Licences: as stated per dataset in that folder's PROVENANCE.md (research use; several have no explicit licence).
 
 | task | split | rows | source file (rows in source) |
 |---|---|---:|---|
