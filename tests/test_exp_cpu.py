@@ -29,7 +29,7 @@ def needs_real(test):
     return pytest.mark.needs_data(skip(test))
 
 
-SHORT = dict(tasks="sst2,mnli", methods="finetune,hyperformer++", lr_grid="finetune:1e-4,hyperformer++:1e-3", search_steps=4,
+SHORT = dict(tasks="sst2,mnli", methods="finetune,hyperformer++", lr_grid="finetune:1e-4,hyperformer++:1e-3/1e-4", search_steps=4,
              max_steps=4, eval_steps=2, validation_rows=16, test_rows=16, seeds="0", fewshot_tasks="cb", fewshot_methods="hyperformer++",
              k_grid="4", fewshot_steps=2, fewshot_validation_rows=16, fewshot_test_rows=16, lowres_sizes="32", lowres_methods="hyperformer++",
              lowres_steps=4, lowres_test_rows=16, executor="serial")
@@ -40,11 +40,16 @@ def test_cpu_reproduction_notebook_renders_every_artefact(tmp_path):
     results = tmp_path / "res"
     run_notebook("exp_cpu", tmp_path, **SHORT, runs_root=str(tmp_path / "runs"), results=str(results))
     summary = json.loads((results / "summary.json").read_text())
-    # two search runs (one rate each); the main runs have the search runs' settings, so they are reused; one few-shot, one low-resource
-    assert summary["trained_runs"] == 2 + 1 + 1 and summary["runs"] == 2 + 2 + 1 + 1
+    # three search runs; the main runs and HyperFormer++'s sensitivity run (its other rate) have search runs' settings, so
+    # they are reused; one few-shot, one low-resource
+    assert summary["trained_runs"] == 3 + 1 + 1 and summary["runs"] == 3 + 2 + 1 + 1 + 1
     assert summary["model"] == "minilm" and summary["max_steps"] == 4 and summary["test_rows"] == {"sst2": 16, "mnli": 16}
     hyper = summary["methods"]["hyperformer++"]
-    assert hyper["learning_rate"] == 1e-3 and set(hyper["lr_search"]) == {"0.001"} and set(hyper["test"]["0"]) == {"sst2", "mnli"}
+    assert set(hyper["lr_search"]) == {"0.001", "0.0001"} and set(hyper["test"]["0"]) == {"sst2", "mnli"}
+    best = max(hyper["lr_search"].items(), key=lambda kv: (kv[1], -float(kv[0])))  # the search's rule: best validation, ties the smaller rate
+    assert hyper["learning_rate"] == float(best[0])
+    other = 1e-4 if hyper["learning_rate"] == 1e-3 else 1e-3
+    assert summary["sensitivity"]["second_best_rates"] == {"hyperformer++": other}
     assert isinstance(hyper["converged"], bool) and set(hyper["converged_per_seed"]) == {"0"}
     claims = {c["claim"]: c["verdict"] for c in summary["claims"]}
     assert any(c.startswith("multi-task hyperformer++ matches finetune") for c in claims), claims
@@ -52,6 +57,6 @@ def test_cpu_reproduction_notebook_renders_every_artefact(tmp_path):
     assert set(claims.values()) <= {"met", "missed", "within noise", "missed (more parameters)"}
     names = {p.name for p in results.iterdir()}
     assert {"search.csv", "search.png", "glue_scores.csv", "glue_scores.md", "glue_methods.csv", "paired.csv", "convergence.csv",
-            "curves.png", "curves_runs.png", "fewshot.csv", "fewshot.png", "lowres.csv", "lowres.png", "claims.md", "summary.json"} <= names, names
+            "curves.png", "curves_runs.png", "curves_sensitivity.png", "sensitivity.csv", "fewshot.csv", "fewshot.png", "lowres.csv", "lowres.png", "claims.md", "summary.json"} <= names, names
     scores = (results / "glue_scores.csv").read_text()
     assert "majority" in scores and " ± " in scores
