@@ -42,7 +42,7 @@ def parse_target(text:str) -> tuple[str, float]:
     kind, slash, what = name.strip().partition("/")
     if not sep or not slash or kind not in TARGET_KINDS:
         raise ValueError(f"target {text!r} is not KIND/NAME=LIMIT with KIND one of {', '.join(TARGET_KINDS)}, e.g. 'generate/hyperformer++=1.15'")
-    if what not in (*method_names(), *GENERATION_VARIANTS): check_choice(f"target {text!r}: name", what, (*method_names(), *GENERATION_VARIANTS))
+    check_choice(f"target {text!r}: name", what, (*method_names(), *GENERATION_VARIANTS))
     try: value = float(limit)
     except ValueError: raise ValueError(f"target {text!r}: the limit {limit!r} is not a number") from None
     if not value > 0 or value == float("inf"): raise ValueError(f"target {text!r}: the limit must be a positive, finite ratio")

@@ -16,8 +16,9 @@ from .paper import group_averages
 from .rundir import read_jsonl
 
 # %% auto #0
-__all__ = ['parse_lr_grid', 'rate_span', 'run_result', 'search_scores', 'chosen_rates', 'validation_curves', 'convergence',
-           'seed_averages', 'mean_std', 'paired_differences', 'test_row_counts', 'verdict', 'study_claims']
+__all__ = ['parse_lr_grid', 'rate_span', 'run_result', 'search_scores', 'ranked_rates', 'chosen_rates', 'validation_curves',
+           'convergence', 'seed_averages', 'mean_std', 'paired_differences', 'test_row_counts', 'verdict',
+           'study_claims']
 
 # %% ../nbs/11a_study.ipynb #f8353d0d
 def parse_lr_grid(value:str, # e.g. "finetune:3e-5/1e-4/3e-4,hyperformer++:1e-4/3e-4/1e-3"
@@ -51,11 +52,15 @@ def search_scores(runs:list[dict], # sweep records with `method`, `learning_rate
     return pd.DataFrame([{"method": r["method"], "learning_rate": float(r["learning_rate"]), "seed": r["seed"],
                           "validation": run_result(r["output_dir"])["validation"]["avg_flat"], "best_step": r["best_step"]} for r in runs])
 
-def chosen_rates(search:pd.DataFrame) -> dict[str, float]:
-    "method -> the rate of its best validation average (mean over seeds if several; ties: the smaller rate)."
+def ranked_rates(search:pd.DataFrame) -> dict[str, list[float]]:
+    "method -> its rates, best validation average first (mean over seeds if several; ties: the smaller rate first)."
     means = search.groupby(["method", "learning_rate"], as_index=False, sort=False)["validation"].mean()
-    best = means.sort_values(["method", "validation", "learning_rate"], ascending=[True, False, True]).groupby("method", sort=False).head(1)
-    return {m: float(lr) for m, lr in zip(best["method"], best["learning_rate"])}
+    ranked = means.sort_values(["method", "validation", "learning_rate"], ascending=[True, False, True])
+    return {m: [float(lr) for lr in g["learning_rate"]] for m, g in ranked.groupby("method", sort=False)}
+
+def chosen_rates(search:pd.DataFrame) -> dict[str, float]:
+    "method -> the rate of its best validation average (`ranked_rates`' first)."
+    return {m: rates[0] for m, rates in ranked_rates(search).items()}
 
 # %% ../nbs/11a_study.ipynb #8301de0b
 def validation_curves(runs:list[dict], # sweep records (their labels are kept as columns)
@@ -93,7 +98,8 @@ def seed_averages(scores:pd.DataFrame, # tidy test scores with method, seed, tas
 def mean_std(frame:pd.DataFrame, by:list[str], value:str="value") -> pd.DataFrame:
     "Mean, standard deviation (ddof 1; 0 for one seed) and count of `value` per `by` group (`by` may hold a column named n)."
     out = frame.groupby(list(by), as_index=False, sort=False)[value].agg(mean="mean", std="std", count="count")
-    return out.assign(std=out["std"].fillna(0.0))
+    out = out.assign(std=out["std"].fillna(0.0))
+    return out.assign(score=[f"{m:.1f} ± {s:.1f}" for m, s in zip(out["mean"], out["std"])])  # as the tables print it
 
 def paired_differences(averages:pd.DataFrame, # from `seed_averages`: method, seed, avg_flat
                        baseline:str, # e.g. FINETUNE
